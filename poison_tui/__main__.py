@@ -1,0 +1,3 @@
+from poison_tui.cli import main
+
+raise SystemExit(main())
