@@ -164,7 +164,68 @@ CREATE TABLE meta (
 );
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Migration (engine.transforms, engine.triggers): transform statistics, mined trigger
+# candidates and their confirmation on a model.
+_DETECTION = """
+-- engine.transforms: how often a transform changed the text and the model's prediction
+CREATE TABLE transform_stats (
+    query_set_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    transform TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    n_queries INTEGER NOT NULL,
+    n_text_changed INTEGER NOT NULL,
+    n_label_changed INTEGER NOT NULL,
+    model_fingerprint TEXT,
+    n_pred_changed INTEGER,
+    usable INTEGER NOT NULL,
+    note TEXT,
+    created_at TEXT NOT NULL
+);
+
+-- engine.triggers: candidate trigger phrases mined from the training data (no ground truth)
+CREATE TABLE trigger_candidates (
+    phrase TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    score REAL NOT NULL,
+    n_carriers INTEGER NOT NULL,
+    n_target INTEGER NOT NULL,
+    purity REAL NOT NULL,
+    p_value REAL NOT NULL,
+    q_value REAL NOT NULL,
+    n_disagree INTEGER NOT NULL,
+    disagree_rate REAL NOT NULL,
+    disagree_p REAL NOT NULL,
+    significant INTEGER NOT NULL,
+    targets TEXT NOT NULL,
+    tasks TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (phrase, kind)
+);
+CREATE INDEX trigger_candidates_rank ON trigger_candidates (rank);
+
+-- engine.triggers: a candidate inserted into clean queries of another label, on one model
+CREATE TABLE trigger_confirmations (
+    phrase TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    model_fingerprint TEXT NOT NULL,
+    task TEXT NOT NULL,
+    target TEXT NOT NULL,
+    n_queries INTEGER NOT NULL,
+    base_rate REAL NOT NULL,
+    triggered_rate REAL NOT NULL,
+    flip_rate REAL NOT NULL,
+    confirmed INTEGER NOT NULL,
+    query_set_id TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (phrase, kind, model_fingerprint, task)
+);
+"""
+
+
+MIGRATIONS: list[str] = [_V1, _DETECTION]
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -191,9 +252,14 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _split(script: str) -> list[str]:
-    # executescript() would COMMIT implicitly; split so the migration stays one transaction.
-    return [s.strip() for s in script.split(";") if s.strip() and not _only_comments(s)]
-
-
-def _only_comments(chunk: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in chunk.splitlines())
+    # executescript() would COMMIT implicitly; split into statements (sqlite3 decides where
+    # one ends, so ';' inside comments and strings is fine) to keep one transaction.
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(not ln.strip() or ln.strip().startswith("--") for ln in buf.splitlines()):
+        raise ValueError(f"incomplete SQL statement in migration: {buf.strip()[:80]}")
+    return statements
