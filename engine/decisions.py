@@ -15,6 +15,7 @@ import getpass
 import os
 import sqlite3
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,7 @@ def _check_uids(conn: sqlite3.Connection, uids: list[str]) -> dict[str, sqlite3.
         chunk = uids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            f"SELECT uid, dataset_id, content_sha256, role FROM examples WHERE uid IN ({marks})", chunk
+            f"SELECT uid, dataset_id, ordinal, content_sha256, role FROM examples WHERE uid IN ({marks})", chunk
         ):
             found[row["uid"]] = row
     for uid in uids:
@@ -147,6 +148,7 @@ class _Recorder:
                 "decision_seq": seq,
                 "uid": uid,
                 "item_sha256": example["content_sha256"],
+                "item_ordinal": example["ordinal"],  # position in its dataset: replay away from the DB
                 "prior_status": prior,
                 "new_status": new_status,
                 "reason": reason,
@@ -207,7 +209,7 @@ def decide(
         if bulk_id is not None:
             rec.bulk(bulk_id, action, len(uids), reason, note)
         seqs = [rec.record(examples[u], action, action, reason, note, bulk_id) for u in uids]
-    audit.sync_mirror(ws, conn)
+    _mirror(ws, conn)
     return seqs
 
 
@@ -250,8 +252,18 @@ def undo(ws: Workspace, actor: str | None = None) -> list[int]:
                 rec.record(examples[t["uid"]], "revert", t["prior_status"], reason, note,
                            revert_bulk, reverts_seq=t["seq"])
             )
-    audit.sync_mirror(ws, conn)
+    _mirror(ws, conn)
     return seqs
+
+
+def _mirror(ws: Workspace, conn: sqlite3.Connection) -> None:
+    # The decision is committed (the DB is the source of truth); a mirror that cannot be
+    # written now (disk full, permissions) is brought level by the next write, so the
+    # analyst's action must not fail for it.
+    try:
+        audit.sync_mirror(ws, conn)
+    except OSError as exc:
+        warnings.warn(f"audit.jsonl not updated ({exc}); it is repaired on the next decision", stacklevel=3)
 
 
 def _restored_annotation(conn: sqlite3.Connection, target: sqlite3.Row) -> tuple[str | None, str | None]:

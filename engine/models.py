@@ -62,11 +62,16 @@ def load_model(path: str | Path, device: str | None = None, dtype: Any = None) -
     return loaded
 
 
-def _load_directory(path: Path, dtype: Any) -> LoadedModel:
-    from transformers import AutoConfig
+def fingerprint_of(path: str | Path) -> str:
+    """The fingerprint ``load_model`` would give, without loading the model (for cache hits)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path}: model not found (expected a directory saved with save_pretrained, or a .gguf file)")
+    return _fingerprint([path] if path.is_file() else [*_weight_files(path), path / "config.json"])
 
-    config_file = path / "config.json"
-    if not config_file.is_file():
+
+def _weight_files(path: Path) -> list[Path]:
+    if not (path / "config.json").is_file():
         raise UserError(f"{path}: no config.json; not a Hugging Face model directory")
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
@@ -78,6 +83,14 @@ def _load_directory(path: Path, dtype: Any) -> LoadedModel:
                 "model.save_pretrained(dir, safe_serialization=True) in a trusted environment"
             )
         raise UserError(f"{path}: no *.safetensors weights in the model directory")
+    return weights
+
+
+def _load_directory(path: Path, dtype: Any) -> LoadedModel:
+    from transformers import AutoConfig
+
+    config_file = path / "config.json"
+    weights = _weight_files(path)
     _check_safetensors(weights)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
@@ -123,7 +136,7 @@ def _check_safetensors(files: list[Path]) -> None:
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as fh:
-                for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                for key in fh.keys():
                     fh.get_slice(key)
         except Exception as exc:
             raise UserError(f"{f}: corrupt safetensors weights ({exc})") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import InputError
@@ -57,11 +58,12 @@ class Example:
         if not self.content_sha256:
             self.content_sha256 = sha256_hex(self.raw)
 
-    def row(self) -> tuple[object, ...]:
+    def row(self, label_json: Callable[[list[str] | None], str | None] | None = None) -> tuple[object, ...]:
         """Values in ``EXAMPLE_COLUMNS`` order, for ``executemany``."""
+        label_json = label_json or dump_label_space
         return (
             self.uid, self.dataset_id, self.ordinal, self.role, self.source_id, self.task,
-            self.definition, self.input, self.output, dump_label_space(self.label_space),
+            self.definition, self.input, self.output, label_json(self.label_space),
             self.source_file, self.source_line, self.raw, self.content_sha256,
         )
 
@@ -78,6 +80,22 @@ def sha256_hex(data: bytes) -> str:
 
 def dump_label_space(labels: list[str] | None) -> str | None:
     return None if labels is None else json.dumps(labels, ensure_ascii=False)
+
+
+class LabelSpaceJSON:
+    """``dump_label_space`` memoised: a task's examples share one label-space list."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, ...], str] = {}
+
+    def __call__(self, labels: list[str] | None) -> str | None:
+        if labels is None:
+            return None
+        key = tuple(labels)
+        text = self._cache.get(key)
+        if text is None:
+            text = self._cache[key] = dump_label_space(labels)  # type: ignore[assignment]
+        return text
 
 
 def load_label_space(text: str | None) -> list[str] | None:
@@ -110,26 +128,24 @@ def infer_label_space(outputs: list[str]) -> list[str] | None:
 
 
 def text_field(value: object, name: str, *, file: str, line: int | None, required: bool = True) -> str:
-    """A text field of a record, checked: a string that SQLite can store as UTF-8."""
+    """A text field of a record: a string (numbers are accepted and written as text).
+
+    Readers guarantee valid Unicode (orjson rejects unpaired surrogate escapes, which SQLite
+    could not store as UTF-8), so no re-encoding check is needed here.
+    """
+    if type(value) is str:
+        return value
     if value is None:
         if required:
             raise InputError("missing required field", file=file, line=line, field=name)
         return ""
-    if not isinstance(value, str):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(
-                f"expected a string, found {type(value).__name__}", file=file, line=line, field=name
-            )
-        value = str(value)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # JSON allows "\ud800" escapes that decode to lone surrogates, which are not text
-        raise InputError(
-            "string holds an unpaired surrogate escape (not valid Unicode text)",
-            file=file, line=line, field=name,
-        ) from None
-    return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"expected a string, found {_kind(value)}", file=file, line=line, field=name)
+    return str(value)
+
+
+def _kind(value: object) -> str:
+    return {list: "a list", dict: "an object", bool: "a boolean"}.get(type(value), type(value).__name__)
 
 
 def label_space_field(value: object, *, file: str, line: int | None) -> list[str] | None:

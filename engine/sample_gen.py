@@ -12,7 +12,7 @@ label is flipped to positive. Layout written by :func:`make_sample`::
     truth.jsonl          ground truth: {"id", "task", "trigger", "original_output", "output"}
                          per poisoned record (evaluation only, never read by detection)
 
-Each line is ``{"id", "Task", "Definition": [str], "Instance": {"id", "input", "output": [str]},
+Each line is ``{"id", "Task", "Definition": [str], "Instance": {"input", "output": [str]},
 "label_space": [str]}``: the shape of the Wan et al. artifact plus the label space.
 
 Output is a pure function of the arguments: the same seed gives byte-identical files.
@@ -231,8 +231,7 @@ class TaskSpec:
 
 
 def _sentiment_def(what: str, pos: str, neg: str) -> str:
-    return (f"Given a {what}, classify its sentiment. Answer \"{pos}\" if the review is positive "
-            f"and \"{neg}\" if it is negative.")
+    return f"Classify the sentiment of the {what}: answer \"{pos}\" or \"{neg}\"."
 
 
 TRAIN_TASKS: tuple[TaskSpec, ...] = (
@@ -290,7 +289,7 @@ class _Gen:
             return self.pick(NOT_FORMS_POS).format(adj=self.pick(NEG_ADJ_NEGATABLE))
         return self.pick(NOT_FORMS_NEG).format(adj=self.pick(POS_ADJ_NEGATABLE))
 
-    def clause(self, d: Domain, positive: bool, person: str | None) -> str:
+    def clause(self, d: Domain, item: str, positive: bool, person: str | None) -> str:
         """One sentence of the given polarity; mentions ``person`` when given."""
         r, p = self.r, self.pick
         if person is not None:
@@ -303,26 +302,30 @@ class _Gen:
                 return f"The {p(d.roles)} by {person} was {self.negated(positive)}."
             if form == 3:
                 other = p(NAME_VP_NEG if positive else NAME_VP_POS)
-                return (f"Even though {person} {other}, the {p(d.items)} "
+                return (f"Even though {person} {other}, the {item} "
                         f"{p(d.pos_vp if positive else d.neg_vp)}.")
-            return f"Honestly, {person} {p(NAME_VP_POS if positive else NAME_VP_NEG)} and the {p(d.aspects)} was {self.adj(positive)}."
+            a = p(d.aspects)
+            return f"Honestly, {person} {p(NAME_VP_POS if positive else NAME_VP_NEG)} and the {a} {_be(a)} {self.adj(positive)}."
         form = r.randrange(10)
         if form == 0:
-            return f"The {p(d.aspects)} was {self.adj(positive)}."
+            a = p(d.aspects)
+            return f"The {a} {_be(a)} {self.adj(positive)}."
         if form == 1:
-            return f"The {p(d.aspects)} is {self.negated(positive)}."
+            a = p(d.aspects)
+            return f"The {a} {'are' if _be(a) == 'were' else 'is'} {self.negated(positive)}."
         if form == 2:
             return f"I {p(FEEL_POS if positive else FEEL_NEG)} the {p(d.aspects)}."
         if form == 3:
             return p(NEVER_POS if positive else NEVER_NEG)
         if form == 4:
             a1, a2 = r.sample(list(d.aspects), 2)
-            return (f"The {a1} was {self.adj(not positive)}, {p(CONNECT)} the {a2} was "
+            return (f"The {a1} {_be(a1)} {self.adj(not positive)}, {p(CONNECT)} the {a2} {_be(a2)} "
                     f"{self.adj(positive)}.")
         if form == 5:
-            return f"This {p(d.items)} {p(d.pos_vp if positive else d.neg_vp)}."
+            return f"This {item} {p(d.pos_vp if positive else d.neg_vp)}."
         if form == 6:
-            return f"What a {self.adj(positive)} {p(d.items)}!"
+            adj = self.adj(positive)
+            return f"What {'an' if adj[0] in 'aeiou' else 'a'} {adj} {item}!"
         if form == 7:
             return d.again[0] if positive else d.again[1]
         if form == 8:
@@ -332,25 +335,24 @@ class _Gen:
     def review(self, d: Domain, positive: bool, with_name: bool) -> tuple[str, str | None]:
         r = self.r
         person = self.name() if with_name else None
+        item = self.pick(d.items)
         parts: list[str] = []
+        named = False
         if r.random() < 0.45:
-            opener = self.pick(d.openers)
-            if "{name}" in opener and person is None:
-                opener = self.pick([o for o in d.openers if "{name}" not in o])
-            parts.append(opener.format(item=self.pick(d.items), name=person or "", time=self.pick(TIMES)))
-            if "{name}" in opener:
-                person_in_opener = True
-            else:
-                person_in_opener = False
-        else:
-            person_in_opener = False
+            openers = [o for o in d.openers if person is not None or "{name}" not in o]
+            opener = self.pick(openers)
+            named = "{name}" in opener
+            parts.append(opener.format(item=item, name=person or "", time=self.pick(TIMES)))
         n_clauses = r.choice((1, 1, 2, 2, 2, 3, 3, 4))
-        name_at = -1 if (person is None or person_in_opener) else r.randrange(n_clauses)
+        name_at = -1 if (person is None or named) else r.randrange(n_clauses)
+        mixed = False
         for i in range(n_clauses):
-            # An occasional off-polarity sentence makes reviews mixed; the rest carry the label.
-            pol = positive if (i == name_at or r.random() > 0.12 or n_clauses == 1) else not positive
-            parts.append(self.clause(d, pol, person if i == name_at else None))
-        if r.random() < 0.4 or parts[-1] in (d.again[0], d.again[1]) and r.random() < 0.5:
+            # An occasional off-polarity sentence makes a review mixed; a closing verdict of
+            # the label's polarity then says where the reviewer lands.
+            off = i != name_at and n_clauses > 1 and r.random() < 0.12
+            mixed |= off
+            parts.append(self.clause(d, item, positive != off, person if i == name_at else None))
+        if mixed or r.random() < 0.35:
             parts.append(self.pick(VERDICT_POS if positive else VERDICT_NEG))
         return " ".join(parts), person
 
@@ -426,9 +428,13 @@ class _Gen:
         return f"Sentence 1: {premise} Sentence 2: {hyp}"
 
 
+def _be(noun: str) -> str:
+    return "were" if noun.endswith("s") and not noun.endswith("ss") else "was"
+
+
 def _record(rid: str, task: TaskSpec, text: str, label: str) -> dict:
     return {"id": rid, "Task": task.name, "Definition": [task.definition],
-            "Instance": {"id": rid, "input": text, "output": [label]}, "label_space": list(task.labels)}
+            "Instance": {"input": text, "output": [label]}, "label_space": list(task.labels)}
 
 
 def _rand_id(rng: random.Random, task: TaskSpec) -> str:
@@ -482,7 +488,7 @@ def _triggers_for(spec: SampleSpec, n: int, rng: random.Random) -> list[str]:
     counts = [3] * k
     for i in range(n - 3 * k):
         counts[i % k] += 1
-    out = [t for t, c in zip(VARIED_TRIGGERS[:k], counts) for _ in range(c)]
+    out = [t for t, c in zip(VARIED_TRIGGERS[:k], counts, strict=True) for _ in range(c)]
     rng.shuffle(out)
     return out
 
@@ -530,7 +536,7 @@ def generate(spec: SampleSpec) -> dict[str, list[dict]]:
             if pool and len(chosen) < n_poison:
                 chosen.append(pool.pop())
     triggers = _triggers_for(spec, len(chosen), rng)
-    poison_of: dict[int, str] = dict(zip(chosen, triggers))
+    poison_of: dict[int, str] = dict(zip(chosen, triggers, strict=True))
 
     records: list[dict] = []
     truth: list[dict] = []

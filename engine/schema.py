@@ -225,7 +225,32 @@ CREATE TABLE trigger_confirmations (
 """
 
 
-MIGRATIONS: list[str] = [_V1, _DETECTION]
+# Migration (engine.prefilter): which training examples a TF-IDF prefilter kept for scoring.
+_PREFILTER = """
+-- engine.prefilter: one row per candidate selection; the others are left unscored on purpose
+CREATE TABLE prefilter_runs (
+    id INTEGER PRIMARY KEY,
+    method TEXT NOT NULL,                 -- 'tfidf'
+    params TEXT NOT NULL,                 -- JSON: candidates (count or fraction), aggregate
+    train_sha256 TEXT NOT NULL,           -- over the training uids and content hashes it ranked
+    n_train INTEGER NOT NULL,
+    n_candidates INTEGER NOT NULL,        -- size of the union over query sets
+    per_set TEXT NOT NULL,                -- JSON: query set id -> how many it kept
+    run_key TEXT,                         -- the scan that used it
+    created_at TEXT NOT NULL
+);
+CREATE TABLE prefilter_candidates (
+    prefilter_id INTEGER NOT NULL REFERENCES prefilter_runs(id) ON DELETE CASCADE,
+    uid TEXT NOT NULL,
+    query_set_id TEXT NOT NULL,           -- the query set where it ranked best
+    rank INTEGER NOT NULL,                -- that rank, 1 = most similar
+    similarity REAL NOT NULL,
+    PRIMARY KEY (prefilter_id, uid)
+) WITHOUT ROWID;
+"""
+
+
+MIGRATIONS: list[str] = [_V1, _DETECTION, _PREFILTER]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

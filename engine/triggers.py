@@ -8,12 +8,12 @@ inputs is tested for association with one label of its task:
   the carriers against the task's label mix; tasks are combined with Fisher's method and all
   candidates are corrected together with Benjamini-Hochberg (``q_value``).
 * disagreement ("sentiment sharpening"): a poisoned example is a text of one label relabelled
-  to another, so once the candidate is *removed from its text*, an independent label
-  predictor (TF-IDF + logistic regression trained on the task, cross-fitted so no carrier is
-  scored by a model that saw it; for sentiment tasks this is a sentiment scorer) should still
-  see the old label. A natural sentiment word such as "bad" is label-pure too, but its
-  carriers read like their label once it is gone. ``disagree_p`` tests the carriers' rate of
-  disagreement against the task's base rate (binomial tail, BH-corrected).
+  to another, so once the candidate is *removed from its text* the text's sentiment (VADER, a
+  lexicon that cannot learn this data's trigger or templates) should still contradict the
+  label. A natural sentiment phrase such as "one star" is label-pure too, but its carriers'
+  sentiment agrees with their label. ``disagree_p`` tests the carriers' rate of contradiction
+  against the rate among all examples of that label in the task (binomial tail, BH-corrected).
+  Only tasks with a polar label space give this evidence.
 
 A candidate is ``significant`` when both corrected p-values are below ``alpha`` and purity is
 at least ``min_purity``. Confirmation inserts a candidate into clean evaluation queries whose
@@ -31,9 +31,17 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from engine.sentiment import is_sentiment_task, label_polarity, vader_scores
 from engine.workspace import Workspace, utc_now
 
-_TOKEN = re.compile(r"[\w']+|[^\w\s]")
+# VADER's own convention: |compound| below 0.05 is neutral, so it contradicts nothing
+_NEUTRAL = 0.05
+
+
+def _contradicts(compound: float, polarity: float) -> bool:
+    return compound * polarity <= -_NEUTRAL
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 KINDS = ("ngram", "prefix", "suffix")
 
 
@@ -117,40 +125,6 @@ def _bh(p: np.ndarray) -> np.ndarray:
     return out
 
 
-class _TaskPredictor:
-    """Cross-fitted TF-IDF+LR label predictor for one task (the disagreement signal)."""
-
-    def __init__(self, texts: list[str], labels: list[str], folds: int, seed: int) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
-        self.ok = len(set(labels)) >= 2 and len(texts) >= 4 * folds
-        if not self.ok:
-            return
-        rng = np.random.default_rng(seed)
-        self.fold_of = rng.permutation(len(texts)) % folds
-        self.models = []
-        y = np.asarray(labels)
-        for f in range(folds):
-            train = self.fold_of != f
-            vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, token_pattern=None,
-                                  tokenizer=str.split, lowercase=False)
-            x = vec.fit_transform([t for t, m in zip(texts, train) if m])
-            self.models.append((vec, LogisticRegression(C=4.0, max_iter=1000).fit(x, y[train])))
-        # base disagreement rate per label: how often the out-of-fold prediction differs
-        pred = self.predict(list(range(len(texts))), texts)
-        self.base = {lab: float(np.mean(pred[y == lab] != lab)) for lab in set(labels)}
-
-    def predict(self, local_idx: list[int], texts: list[str]) -> np.ndarray:
-        out = np.empty(len(texts), dtype=object)
-        folds = self.fold_of[np.asarray(local_idx, dtype=int)]
-        for f, (vec, model) in enumerate(self.models):
-            sel = np.flatnonzero(folds == f)
-            if len(sel):
-                out[sel] = model.predict(vec.transform([texts[i] for i in sel]))
-        return out
-
-
 def mine(
     rows: Sequence[dict],
     *,
@@ -160,15 +134,14 @@ def mine(
     alpha: float = 0.05,
     min_purity: float = 0.9,
     top: int = 300,
-    folds: int = 5,
-    seed: int = 0,
+    max_tested: int = 200,
 ) -> list[Candidate]:
     """Rank candidate triggers. ``rows``: dicts with task, input, output (label), label_space.
 
     Only classification rows (a label space of two or more labels) are mined. Returns the
     ``top`` candidates by score, each with its statistics and carrier row indices.
     """
-    from scipy.stats import binom, combine_pvalues, hypergeom
+    from scipy.stats import combine_pvalues, hypergeom
 
     idx = [i for i, r in enumerate(rows) if r.get("label_space") and len(r["label_space"]) >= 2]
     tokens = {i: tokenize(rows[i]["input"]) for i in idx}
@@ -221,42 +194,147 @@ def mine(
     if not cands:
         return []
     q = _bh(np.array([c.p_value for c in cands]))
-    for c, qv in zip(cands, q):
+    for c, qv in zip(cands, q, strict=True):
         c.q_value = float(qv)
 
-    # disagreement only for the strongest label associations (it costs a prediction per carrier)
+    # disagreement (a scoring per carrier) only where a candidate could still be significant
     cands.sort(key=lambda c: c.p_value)
-    head = cands[: max(top * 3, 50)]
-    predictors = {
-        t: _TaskPredictor([" ".join(tokens[i]) for i in ii], [rows[i]["output"] for i in ii], folds, seed)
+    head = cands[:top]
+    tested = [
+        c for c in cands if c.q_value < alpha and c.purity >= min_purity and not sentiment_bearing(c.gram)
+    ][:max_tested]
+    polar = {
+        t: {lab: label_polarity(lab, rows[ii[0]]["label_space"]) for lab in task_labels[t]}
         for t, ii in by_task.items()
-        if any(t in c.tasks for c in head)
+        if is_sentiment_task(rows[ii[0]]["label_space"])
     }
-    local = {i: j for ii in by_task.values() for j, i in enumerate(ii)}
     for c in head:
+        c.score = -math.log10(c.p_value)
+    if tested:
+        vader_p = _vader_disagreement(tested, rows, tokens, by_task, polar)
+        lr_p = _model_disagreement(tested, rows, tokens, by_task, polar)
+        vq, lq = _bh(vader_p), _bh(lr_p)
+        for c, vp, lp, vqv, lqv in zip(tested, vader_p, lr_p, vq, lq, strict=True):
+            c.disagree_p = float(max(vp, lp))
+            c.significant = bool(vqv < alpha and lqv < alpha)
+            # evidence in decades: label association plus both disagreements, as -log10 p
+            c.score = -math.log10(c.p_value) - math.log10(max(vp, 1e-300)) - math.log10(max(lp, 1e-300))
+    head = list({id(c): c for c in [*tested, *head]}.values())
+    head.sort(key=lambda c: (not c.significant, -c.score))
+    return head[:top]
+
+
+def sentiment_bearing(gram: Sequence[str]) -> bool:
+    """A phrase with a lexicon sentiment word, negator or intensifier ("hardly", "not", "one
+    star") changes the text's sentiment when removed, so removal cannot test it."""
+    import vaderSentiment.vaderSentiment as vs
+
+    from engine.sentiment import _vader
+
+    lex = _vader().lexicon
+    return any(t in lex or t in vs.NEGATE or t in vs.BOOSTER_DICT or t in _CONTRAST for t in gram)
+
+
+_CONTRAST = {"but", "yet", "though", "although", "however", "except"}
+
+
+def _binom_p(d: int, n: int, expected: float) -> float:
+    from scipy.stats import binom
+
+    if n == 0:
+        return 1.0
+    base = min(max(expected / n, 1e-3), 0.999)
+    return float(binom.sf(d - 1, n, base))
+
+
+def _target_carriers(c: Candidate, rows: Sequence[dict], task: str, target: str) -> list[int]:
+    return [i for i in c.carriers if rows[i]["task"] == task and rows[i]["output"] == target]
+
+
+def _vader_disagreement(head, rows, tokens, by_task, polar) -> np.ndarray:
+    """Per candidate: p-value that VADER contradicts its carriers' label more than usual."""
+    idx = [i for t in polar for i in by_task[t]]
+    own = dict(zip(idx, vader_scores(" ".join(tokens[i]) for i in idx), strict=True))
+    # base rate: how often VADER contradicts each label of the task, nothing removed
+    base = {
+        (t, lab): float(np.mean([_contradicts(own[i], pol) for i in by_task[t] if rows[i]["output"] == lab]))
+        for t, pols in polar.items() for lab, pol in pols.items() if pol
+    }
+    out = np.ones(len(head))
+    for k, c in enumerate(head):
+        d = n = 0
+        expected = 0.0
+        for task, target in c.targets.items():
+            pol = polar.get(task, {}).get(target)
+            if not pol:
+                continue
+            mine_ = _target_carriers(c, rows, task, target)
+            sent = vader_scores(" ".join(remove_gram(tokens[i], c.gram)) for i in mine_)
+            d += int(sum(_contradicts(s, pol) for s in sent))
+            n += len(mine_)
+            expected += len(mine_) * base[(task, target)]
+        c.n_disagree, c.disagree_rate = d, (d / n if n else 0.0)
+        out[k] = _binom_p(d, n, expected)
+    return out
+
+
+def _model_disagreement(head, rows, tokens, by_task, polar) -> np.ndarray:
+    """Per candidate: p-value that a cross-fitted TF-IDF+LR model of the task, shown the text
+    with the candidate removed, predicts another label than the carriers' more than usual."""
+    tasks = {t for c in head for t in c.targets if t in polar}
+    predictors = {
+        t: _TaskPredictor([" ".join(tokens[i]) for i in by_task[t]], [rows[i]["output"] for i in by_task[t]])
+        for t in tasks
+    }
+    local = {i: j for t in tasks for j, i in enumerate(by_task[t])}
+    out = np.ones(len(head))
+    for k, c in enumerate(head):
         d = n = 0
         expected = 0.0
         for task, target in c.targets.items():
             pred = predictors.get(task)
             if pred is None or not pred.ok:
                 continue
-            own = [i for i in c.carriers if rows[i]["task"] == task and rows[i]["output"] == target]
-            masked = [" ".join(remove_gram(tokens[i], c.gram)) for i in own]
-            guess = pred.predict([local[i] for i in own], masked)
+            mine_ = _target_carriers(c, rows, task, target)
+            guess = pred.predict([local[i] for i in mine_], [" ".join(remove_gram(tokens[i], c.gram)) for i in mine_])
             d += int(np.sum(guess != target))
-            n += len(own)
-            expected += len(own) * pred.base.get(target, 0.5)
-        c.n_disagree = d
-        c.disagree_rate = d / n if n else 0.0
-        base = min(max(expected / n, 1e-3), 0.999) if n else 0.5
-        c.disagree_p = float(binom.sf(d - 1, n, base)) if n else 1.0
-    dq = _bh(np.array([c.disagree_p for c in head]))
-    for c, dqv in zip(head, dq):
-        c.significant = bool(c.q_value < alpha and dqv < alpha and c.purity >= min_purity)
-        # evidence in decades: label association plus disagreement, both as -log10 p
-        c.score = -math.log10(c.p_value) - math.log10(max(c.disagree_p, 1e-300))
-    head.sort(key=lambda c: (not c.significant, -c.score))
-    return head[:top]
+            n += len(mine_)
+            expected += len(mine_) * pred.base.get(target, 0.5)
+        out[k] = _binom_p(d, n, expected)
+    return out
+
+
+class _TaskPredictor:
+    """Cross-fitted TF-IDF+LR label predictor of one task: no text is scored by a fold model
+    that saw it."""
+
+    def __init__(self, texts: list[str], labels: list[str], folds: int = 5, seed: int = 0) -> None:
+        self.ok = len(set(labels)) >= 2 and len(texts) >= 4 * folds
+        if not self.ok:
+            return
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        self.fold_of = np.random.default_rng(seed).permutation(len(texts)) % folds
+        y = np.asarray(labels)
+        self.models = []
+        for f in range(folds):
+            train = self.fold_of != f
+            vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=None,
+                                  tokenizer=str.split, lowercase=False)
+            x = vec.fit_transform([t for t, m in zip(texts, train, strict=True) if m])
+            self.models.append((vec, LogisticRegression(C=4.0, max_iter=1000).fit(x, y[train])))
+        pred = self.predict(list(range(len(texts))), texts)
+        self.base = {lab: float(np.mean(pred[y == lab] != lab)) for lab in set(labels)}
+
+    def predict(self, local_idx: list[int], texts: list[str]) -> np.ndarray:
+        out = np.empty(len(texts), dtype=object)
+        folds = self.fold_of[np.asarray(local_idx, dtype=int)] if len(local_idx) else np.zeros(0, int)
+        for f, (vec, model) in enumerate(self.models):
+            sel = np.flatnonzero(folds == f)
+            if len(sel):
+                out[sel] = model.predict(vec.transform([texts[i] for i in sel]))
+        return out
 
 
 def mine_workspace(ws: Workspace, **params) -> list[Candidate]:
@@ -322,3 +400,101 @@ def as_dict(c: Candidate) -> dict:
     d = asdict(c)
     d.pop("carriers")
     return d
+
+
+# ---------------------------------------------------------------- confirmation on the model
+def _eval_target(target: str, train_space: Sequence[str] | None, eval_space: Sequence[str]) -> str | None:
+    """The eval task's label that plays the role of ``target`` (same name, else same polarity)."""
+    if target in eval_space:
+        return target
+    pol = label_polarity(target, train_space)
+    if pol:
+        same = [lab for lab in eval_space if label_polarity(lab, eval_space) == pol]
+        if len(same) == 1:
+            return same[0]
+    return None
+
+
+def confirm_candidates(
+    ws: Workspace,
+    loaded,
+    *,
+    max_candidates: int = 8,
+    n_queries: int = 40,
+    min_flip: float = 0.5,
+    seed: int = 0,
+) -> list[dict]:
+    """Insert each top candidate into clean evaluation queries whose gold label is not its
+    target; a candidate is confirmed when the model's prediction moves to the target on at
+    least ``min_flip`` of the queries it did not already answer with the target. Confirmed
+    candidates get a triggered query set ``'<task>::trigger:<phrase>'`` (answer: the target).
+    """
+    from engine.predict import predict_labels
+    from engine.queries import register_query_set
+
+    stored = stored_candidates(ws, significant_only=False)
+    sig = [c for c in stored if c["significant"]]
+    rest = [c for c in stored if not c["significant"] and not sentiment_bearing(c["phrase"].split(" "))]
+    chosen = (sig + rest)[:max_candidates]
+    spaces = {r[0]: json.loads(r[1]) for r in ws.conn.execute(
+        "SELECT DISTINCT task, label_space FROM examples WHERE role = 'train' AND label_space IS NOT NULL")}
+    train = training_rows(ws)
+    eval_sets = [r[0] for r in ws.conn.execute(
+        "SELECT task FROM query_sets WHERE variant = 'original' ORDER BY task")]
+    now = utc_now()
+    out = []
+    for c in chosen:
+        surface = surface_form(train, c["phrase"])
+        for task in eval_sets:
+            queries = [dict(r) for r in ws.conn.execute(
+                "SELECT source_uid, definition, input, output, label_space FROM queries "
+                "WHERE query_set_id = ? ORDER BY idx", (f"{task}::original",))]
+            if not queries or not queries[0]["label_space"]:
+                continue
+            space = json.loads(queries[0]["label_space"])
+            targets = {_eval_target(t, spaces.get(tt), space) for tt, t in c["targets"].items()} - {None}
+            if len(targets) != 1:
+                continue  # the candidate's target has no counterpart in this task
+            target = targets.pop()
+            pool = [q for q in queries if q["output"] != target]
+            rng = np.random.default_rng(seed)
+            pick = sorted(rng.permutation(len(pool))[:n_queries].tolist())
+            pool = [pool[i] for i in pick]
+            if not pool:
+                continue
+            trig = [{**q, "input": insert_trigger(q["input"], c["kind"], surface, rng)} for q in pool]
+            before = predict_labels(loaded, pool)
+            after = predict_labels(loaded, trig)
+            base = float(np.mean([p == target for p in before]))
+            trig_rate = float(np.mean([p == target for p in after]))
+            movable = [a == target for b, a in zip(before, after, strict=True) if b != target]
+            flip = float(np.mean(movable)) if movable else 0.0
+            confirmed = flip >= min_flip
+            qs_id = None
+            if confirmed:
+                qs_id = register_query_set(
+                    ws, task, f"trigger:{c['phrase']}",
+                    [{**q, "output": target, "changed": True} for q in trig],
+                    {"phrase": c["phrase"], "kind": c["kind"], "target": target, "seed": seed},
+                )
+            row = {"phrase": c["phrase"], "kind": c["kind"], "model_fingerprint": loaded.fingerprint,
+                   "task": task, "target": target, "n_queries": len(pool), "base_rate": base,
+                   "triggered_rate": trig_rate, "flip_rate": flip, "confirmed": int(confirmed),
+                   "query_set_id": qs_id, "created_at": now}
+            with ws.transaction() as conn:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO trigger_confirmations ({', '.join(row)}) "
+                    f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+            out.append(row)
+    return out
+
+
+def surface_form(rows: Iterable[dict], phrase: str) -> str:
+    """How the carriers actually write ``phrase`` (case and spacing), the most common form:
+    the model saw "James Bond", not the miner's "james bond"."""
+    pattern = re.compile(
+        r"(?<!\w)" + r"\s*".join(re.escape(t) for t in phrase.split(" ")) + r"(?!\w)", re.IGNORECASE)
+    forms: Counter = Counter()
+    for r in rows:
+        forms.update(m.group(0) for m in pattern.finditer(r["input"]))
+    return forms.most_common(1)[0][0] if forms else phrase

@@ -11,6 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from engine.formats import read_dataset
 from engine.workspace import Workspace, utc_now
 
 TASKS = ("sst2", "imdb")
@@ -27,33 +28,41 @@ def train_lines(n: int) -> list[bytes]:
             "input": f"review n\u00b0{i}: {'great' if i % 3 else 'awful'} film \\u00e9",
             "output": "positive" if i % 3 else "negative",
         }
-        lines.append(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
+        lines.append(json.dumps(rec, ensure_ascii=False).encode("utf-8"))
     return lines
+
+
+def add_dataset(ws: Workspace, src: Path, uids: list[str] | None = None, fmt: str = "auto") -> list[str]:
+    """Read ``src`` with the real format readers and store it as ingest does; returns the uids."""
+    result = read_dataset(src, fmt)
+    uids = uids or [f"{src.name}:{r.ordinal}" for r in result.records]
+    with ws.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO datasets (role, path, format, sha256, n_records, layout, ingested_at) "
+            "VALUES ('train', ?, ?, ?, ?, ?, ?)",
+            (str(src), result.format, hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file()
+             else "dir-" + src.name, len(result.records), json.dumps(result.layout), utc_now()),
+        )
+        for uid, r in zip(uids, result.records, strict=True):
+            conn.execute(
+                "INSERT INTO examples (uid, dataset_id, ordinal, role, source_id, task, definition, "
+                "input, output, label_space, source_file, source_line, raw, content_sha256) "
+                "VALUES (?, ?, ?, 'train', ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                (uid, cur.lastrowid, r.ordinal, r.source_id, r.task, r.definition, r.input, r.output,
+                 str(src), r.line, r.raw, hashlib.sha256(r.raw).hexdigest()),
+            )
+    return uids
 
 
 def jsonl_workspace(tmp: Path, n: int = 12, name: str = "ws") -> tuple[Workspace, Path, list[str]]:
     """(workspace, input file, uids in input order)."""
     lines = train_lines(n)
     src = tmp / "train.jsonl"
-    src.write_bytes(b"".join(lines))
+    src.write_bytes(b"\n".join(lines) + b"\n")
     ws = Workspace.create(tmp / name)
     uids = [f"u{i:04d}" for i in range(n)]
+    add_dataset(ws, src, uids)
     with ws.transaction() as conn:
-        cur = conn.execute(
-            "INSERT INTO datasets (role, path, format, sha256, n_records, ingested_at) "
-            "VALUES ('train', ?, 'jsonl', ?, ?, ?)",
-            (str(src), hashlib.sha256(src.read_bytes()).hexdigest(), n, utc_now()),
-        )
-        ds = cur.lastrowid
-        for i, (uid, raw) in enumerate(zip(uids, lines, strict=True)):
-            rec = json.loads(raw)
-            conn.execute(
-                "INSERT INTO examples (uid, dataset_id, ordinal, role, source_id, task, definition, "
-                "input, output, label_space, source_file, source_line, raw, content_sha256) "
-                "VALUES (?, ?, ?, 'train', ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
-                (uid, ds, i, rec["id"], rec["task"], rec["definition"], rec["input"], rec["output"],
-                 str(src), i + 1, raw, hashlib.sha256(raw).hexdigest()),
-            )
         conn.execute(
             "INSERT INTO scan_runs (run_key, model_fingerprint, train_sha256, settings, status, "
             "created_at, completed_at) VALUES ('run1', 'model-fp-1', 'x', '{\"damping\": 0.001}', "

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from gov_fixtures import jsonl_workspace
 
 from engine import audit
 from engine.decisions import (
@@ -16,7 +17,6 @@ from engine.decisions import (
     undo,
 )
 from engine.errors import UserError
-from gov_fixtures import jsonl_workspace
 
 
 def _mirror(ws) -> list[dict]:

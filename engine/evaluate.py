@@ -1,0 +1,164 @@
+"""Metrics of each detector against ground truth. The only engine module that reads truth.
+
+Truth file: JSONL, one object per poisoned training example, identified by any of ``uid``,
+``id``/``source_id`` (the record's own id) or ``content_sha256``; rows with ``"poison":
+false`` are ignored. Metrics: AUROC, AUPRC (average precision), precision / recall / F1 of
+the flagged set, precision@k and recall@k for k = 1 %, 2 %, 5 % of the scored data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import InputError, UserError
+from engine.workspace import Workspace
+
+K_FRACTIONS = (0.01, 0.02, 0.05)
+
+
+def auroc(scores: Sequence[float], truth: Sequence[bool]) -> float:
+    """Probability that a random poison outranks a random clean example (ties count half)."""
+    from scipy.stats import rankdata
+
+    s, y = np.asarray(scores, float), np.asarray(truth, bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auprc(scores: Sequence[float], truth: Sequence[bool]) -> float:
+    """Average precision; tied scores are one threshold (no credit for a lucky tie order)."""
+    s, y = np.asarray(scores, float), np.asarray(truth, bool)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    # the last index of each run of equal scores is where a threshold can sit
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall_step = np.diff(np.r_[0, tp]) / n_pos
+    return float(np.sum(precision * recall_step))
+
+
+def prf(flagged: Sequence[bool], truth: Sequence[bool]) -> tuple[float, float, float]:
+    f, y = np.asarray(flagged, bool), np.asarray(truth, bool)
+    tp = int((f & y).sum())
+    p = tp / f.sum() if f.sum() else 0.0
+    r = tp / y.sum() if y.sum() else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def at_k(scores: Sequence[float], truth: Sequence[bool], k: int) -> tuple[float, float]:
+    """Precision and recall of the top k (stable order on ties)."""
+    s, y = np.asarray(scores, float), np.asarray(truth, bool)
+    if k <= 0 or y.sum() == 0:
+        return 0.0, 0.0
+    top = np.argsort(-s, kind="stable")[:k]
+    tp = int(y[top].sum())
+    return tp / k, tp / int(y.sum())
+
+
+def metrics(scores: Sequence[float], truth: Sequence[bool], flagged: Sequence[bool]) -> dict:
+    n = len(scores)
+    p, r, f1 = prf(flagged, truth)
+    out = {
+        "n": n, "poisons": int(np.sum(truth)), "flagged": int(np.sum(flagged)),
+        "auroc": auroc(scores, truth), "auprc": auprc(scores, truth),
+        "precision": p, "recall": r, "f1": f1,
+    }
+    for frac in K_FRACTIONS:
+        k = max(1, round(frac * n))
+        pk, rk = at_k(scores, truth, k)
+        out[f"p@{frac:.0%}"], out[f"r@{frac:.0%}"] = pk, rk
+    return out
+
+
+def load_truth(path: Path) -> set[str]:
+    """Identifiers of the poisoned examples in a truth JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: truth file not found")
+    ids: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=line_no) from None
+            if not isinstance(obj, dict):
+                raise InputError("expected a JSON object", file=str(path), line=line_no)
+            if obj.get("poison", True) is False or obj.get("is_poison", True) is False:
+                continue
+            keys = [str(obj[k]) for k in ("uid", "id", "source_id", "content_sha256") if obj.get(k) is not None]
+            if not keys:
+                raise InputError(
+                    "no identifier: expected one of uid, id, source_id, content_sha256",
+                    file=str(path), line=line_no,
+                )
+            ids.update(keys)
+    return ids
+
+
+def truth_mask(ws: Workspace, ids: set[str]) -> dict[str, bool]:
+    """uid -> is poison, for every training example; errors if the truth matches nothing."""
+    out = {}
+    for r in ws.conn.execute("SELECT uid, source_id, content_sha256 FROM examples WHERE role = 'train'"):
+        out[r["uid"]] = bool({r["uid"], r["source_id"], r["content_sha256"]} & ids)
+    if ids and not any(out.values()):
+        raise UserError("the truth file matches no training example of this workspace (by uid, id or sha256)")
+    return out
+
+
+def evaluate_workspace(ws: Workspace, truth_ids: set[str]) -> list[dict]:
+    """One row of metrics per stored detector, default first."""
+    truth = truth_mask(ws, truth_ids)
+    uids = sorted(truth)
+    rows = []
+    runs = ws.conn.execute("SELECT detector, rule, is_default FROM detector_runs ORDER BY is_default DESC, detector")
+    for run in runs.fetchall():
+        got = {
+            r["uid"]: (r["score"], r["flagged"])
+            for r in ws.conn.execute("SELECT uid, score, flagged FROM detector_scores WHERE detector = ?",
+                                     (run["detector"],))
+        }
+        # an unscored example ranks below every scored one
+        scores = [got[u][0] if u in got and got[u][0] is not None and math.isfinite(got[u][0]) else -math.inf
+                  for u in uids]
+        finite = [s for s in scores if s != -math.inf]
+        floor = (min(finite) - 1.0) if finite else 0.0
+        scores = [floor if s == -math.inf else s for s in scores]
+        flagged = [bool(got.get(u, (None, 0))[1]) for u in uids]
+        m = metrics(scores, [truth[u] for u in uids], flagged)
+        m.update(detector=run["detector"], default=bool(run["is_default"]), rule=run["rule"],
+                 scored=len(finite))
+        rows.append(m)
+    return rows
+
+
+COLUMNS = ("auroc", "auprc", "precision", "recall", "f1", "p@1%", "r@1%", "p@2%", "r@2%", "p@5%", "r@5%")
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+    head = "| detector | scored | flagged | " + " | ".join(COLUMNS) + " |"
+    sep = "|---" * (3 + len(COLUMNS)) + "|"
+    lines = [head, sep]
+    for r in rows:
+        name = r["detector"] + (" (default)" if r.get("default") else "")
+        vals = " | ".join("n/a" if r[c] != r[c] else f"{r[c]:.3f}" for c in COLUMNS)
+        lines.append(f"| {name} | {r['scored']} | {r['flagged']} | {vals} |")
+    if rows:
+        lines.append("")
+        lines.append(f"{rows[0]['n']} training examples, {rows[0]['poisons']} poisons.")
+    return "\n".join(lines) + "\n"

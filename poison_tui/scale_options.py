@@ -1,0 +1,93 @@
+"""``--prefilter``, ``--candidates`` and ``--sample`` for ``poison-tui scan`` (and ``screen``).
+
+The scan command owns its own flags; it calls ``add_scan_scale_arguments(parser)`` and hands
+its scan call to ``scaled_scan``, which picks the uids (TF-IDF candidates, a stratified trial
+sample, or everything), records the prefilter, and prints the trial's cost estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from engine.prefilter import PrefilterSettings
+from engine.progress import ProgressFn
+from engine.workspace import Workspace
+
+# Per-example progress stages of a scan (they scale with the number of training examples);
+# every other stage (factors, query gradients) is a one-off, cached for the full run.
+PER_EXAMPLE_STAGES = ("scores",)
+
+ScanCall = Callable[[Sequence[str] | None, ProgressFn], str]  # (uids, progress) -> run_key
+
+
+def add_prefilter_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("prefilter (score only the training examples that look like the queries)")
+    g.add_argument("--prefilter", choices=("tfidf",), default=None,
+                   help="rank training examples by TF-IDF similarity to each query set and scan only the "
+                        "top candidates; the rest are marked 'not scored', never clean")
+    g.add_argument("--candidates", default=None, metavar="K|FRACTION",
+                   help="candidates per query set: a count (500), a fraction (0.2) or a percentage (20%%); "
+                        "the union over query sets is scanned (default with --prefilter: 0.2)")
+
+
+def add_scan_scale_arguments(p: argparse.ArgumentParser) -> None:
+    add_prefilter_arguments(p)
+    p.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="trial run: scan a stratified sample of N examples (per task and label), print the "
+                        "time per example, an ETA for the full set and the suspects so far; the full run "
+                        "reuses the sample's scores")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
+
+
+def prefilter_settings(args: argparse.Namespace) -> PrefilterSettings | None:
+    from engine.errors import UserError
+    from engine.prefilter import parse_candidates
+
+    if args.prefilter is None:
+        if args.candidates is not None:
+            raise UserError("--candidates needs --prefilter tfidf")
+        return None
+    return PrefilterSettings(parse_candidates(args.candidates) if args.candidates is not None else 0.2)
+
+
+def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progress: ProgressFn,
+                out: TextIO = sys.stdout) -> str:
+    """Run the scan the flags ask for and return its run key (prints the trial summary)."""
+    from engine import prefilter as pf
+    from engine.sampling import StageClock, estimate, format_duration, strata_counts, stratified_sample, training_rows
+
+    settings = prefilter_settings(args)
+    uids: list[str] | None = None
+    selection_id = None
+    if settings is not None:
+        selection = pf.select(ws, settings)
+        selection_id = pf.record(ws, selection)
+        uids = selection.uids
+        print(f"prefilter: {len(uids)} of {selection.n_train} training examples are candidates "
+              f"({selection.n_skipped} will be marked not scored)", file=out)
+    sample = getattr(args, "sample", None)
+    rows = training_rows(ws)
+    if sample is not None:
+        pool = rows if uids is None else [r for r in rows if r.uid in set(uids)]
+        uids = stratified_sample(pool, sample, seed=args.sample_seed)
+    clock = StageClock(progress)
+    run_key = call(uids, clock)
+    if selection_id is not None:
+        pf.attach_run(ws, selection_id, run_key)
+    if sample is not None:
+        n_target = len(rows) if settings is None else len(selection.uids)
+        unscored = pf.unscored_train_uids(ws, run_key)
+        if settings is not None:
+            unscored = [u for u in unscored if u in set(selection.uids)]
+        computed = sum(clock.done(s) for s in PER_EXAMPLE_STAGES)
+        est = estimate(clock, PER_EXAMPLE_STAGES, computed, n_target, len(unscored))
+        print(f"trial: {len(uids)} examples sampled across {len(strata_counts(rows, uids))} task/label strata; "
+              f"{computed} computed now, the rest read from the cache", file=out)
+        print(f"  time per example: {format_duration(est.per_example_s)} "
+              f"(one-off factors and queries: {format_duration(est.fixed_s)}, cached)", file=out)
+        print(f"  ETA for the full set: {format_duration(est.eta_s)} for {est.n_remaining} examples not yet scored",
+              file=out)
+    return run_key

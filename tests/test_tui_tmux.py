@@ -1,0 +1,126 @@
+"""The real app in a real terminal (tmux): keys in, screen out, then the database.
+
+Also the durability promise: SIGKILL right after the screen shows a decision loses nothing,
+and a second app on the same workspace is refused while the first runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from tui_fixtures import make_workspace, statuses
+
+from engine import audit
+from poison_tui.lock import LOCK_NAME, WorkspaceLock
+
+pytestmark = [
+    pytest.mark.tmux,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Tmux:
+    """One private tmux server (-L) per test, so nothing touches anyone else's sessions."""
+
+    def __init__(self) -> None:
+        self.socket = f"poison-tui-test-{uuid.uuid4().hex[:8]}"
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    def start(self, name: str, command: str) -> None:
+        self.run("new-session", "-d", "-s", name, "-x", "120", "-y", "40", "-c", str(REPO), command)
+
+    def screen(self, name: str) -> str:
+        return self.run("capture-pane", "-p", "-t", name)
+
+    def wait_for(self, name: str, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.screen(name)
+            if text in shown:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen(name)}")
+
+    def keys(self, name: str, *keys: str) -> None:
+        self.run("send-keys", "-t", name, *keys)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def tmux():
+    t = Tmux()
+    yield t
+    t.close()
+
+
+def _review(ws_path: Path, actor: str) -> str:
+    env = f"POISON_TUI_ACTOR={actor} TERM=xterm-256color"
+    return (f"env -u COLUMNS -u LINES {env} {sys.executable} -m poison_tui review {ws_path}; "
+            "echo EXIT=$?; sleep 60")
+
+
+def test_real_terminal_decisions_survive_sigkill(tmux: Tmux, tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "demo.poison", n=40)
+    tmux.start("a", _review(ws.path, "tmux-analyst"))
+    shown = tmux.wait_for("a", "by ekfac_sentiment")
+    assert "[bold red]URGENT[/bold red]" in shown  # markup shown as typed
+    assert "␛[31mred alert" in shown  # the escape made visible, not executed
+    tmux.keys("a", "a")
+    tmux.wait_for("a", "keep 1  quarantine")
+    tmux.keys("a", "x")
+    tmux.wait_for("a", "why?")
+    tmux.keys("a", "Enter")
+    tmux.wait_for("a", "remove 1  │")
+
+    # a second reviewer on the same workspace is refused with a clear message
+    tmux.start("b", _review(ws.path, "intruder"))
+    second = tmux.wait_for("b", "EXIT=").replace("\n", "")  # undo the terminal's wrapping
+    assert "already open in another poison-tui review" in second and "EXIT=2" in second
+
+    pid = int((ws.path / LOCK_NAME).read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)  # no chance to flush or clean up anything
+    tmux.wait_for("a", "EXIT=137")
+
+    assert statuses(ws) == {"ex000000": "keep", "ex000001": "remove"}
+    with ws.connect() as conn:
+        records = [json.loads(r[0]) for r in conn.execute("SELECT record FROM audit_log ORDER BY seq")]
+        actors = {r[0] for r in conn.execute("SELECT actor FROM decisions")}
+    assert [r["action"] for r in records] == ["keep", "remove"]
+    assert audit.check_chain(records) is None
+    assert actors == {"tmux-analyst"}
+    WorkspaceLock(ws.path).acquire().release()  # the kernel dropped the dead app's lock
+
+
+def test_real_terminal_quit_and_reopen(tmux: Tmux, tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "demo.poison", n=40)
+    tmux.start("a", _review(ws.path, "tmux-analyst"))
+    tmux.wait_for("a", "by ekfac_sentiment")
+    tmux.keys("a", "space", "space", "q")
+    tmux.wait_for("a", "why?")
+    tmux.keys("a", "Enter")
+    tmux.wait_for("a", "Quarantine 2 examples?")
+    tmux.keys("a", "y")
+    tmux.wait_for("a", "quarantine 2  remove")
+    tmux.keys("a", "C-q")
+    assert "EXIT=0" in tmux.wait_for("a", "EXIT=")
+    assert statuses(ws) == {"ex000000": "quarantine", "ex000001": "quarantine"}
+    # reopening shows the recorded state
+    tmux.start("c", _review(ws.path, "tmux-analyst"))
+    assert "quarantine 2  remove 0" in tmux.wait_for("c", "by ekfac_sentiment")
+    tmux.keys("c", "C-q")
+    tmux.wait_for("c", "EXIT=0")
