@@ -218,6 +218,7 @@ def kronfluence_run(model_dir: Path, rows: list[dict], sets: dict[str, list[dict
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
+    from kronfluence.utils.dataset import DataLoaderKwargs
     from transformers.pytorch_utils import Conv1D
 
     from engine.batching import collate, encode_examples
@@ -275,7 +276,7 @@ def kronfluence_run(model_dir: Path, rows: list[dict], sets: dict[str, list[dict
 
     model = prepare_model(model, SFTTask())
     analyzer = Analyzer("bench", model, SFTTask(), output_dir=str(work), disable_tqdm=True, disable_model_save=True)
-    analyzer.set_dataloader_kwargs({"collate_fn": lambda items: collate(items, pad, "causal"), "num_workers": 0})
+    analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=lambda items: collate(items, pad, "causal")))
     fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=fisher == "empirical",
                             covariance_max_examples=n_factor, lambda_max_examples=n_factor)
     t0 = time.perf_counter()

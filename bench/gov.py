@@ -6,8 +6,8 @@ Baselines, measured in the same run on the same database or bytes:
   bare_decision   one BEGIN IMMEDIATE transaction doing only the two writes a decision needs
                   (UPSERT review_status + INSERT decisions), synchronous=FULL like decide()
   bare_bulk       the same writes for the bulk's rows, executemany in one transaction
-  bare_write      the cleaned file's bytes (kept raws joined by newlines) written, fsynced
-                  and renamed: what any exporter must at least do
+  bare_write      read the raw records from SQLite, drop the excluded ones, join them with
+                  newlines, write, fsync and rename: what any exporter must at least do
 Ratios are ours / baseline. Usage: python bench/gov.py [--n 50000] [--decisions 200].
 The last line reads
   gov decide_ms=<p50> decide_p95_ms=<p95> decide_ratio=<r> bulk_s=<s> bulk_ratio=<r> export_s=<s> export_ratio=<r> verify_s=<s>
@@ -102,9 +102,9 @@ def main() -> None:
     result = export(ws)  # the default directory, which verify of the workspace checks and replays
     export_s = time.perf_counter() - t
     excluded = set(single) | set(bulk)
-    raws = [bytes(r[1]) for r in conn.execute("SELECT uid, raw FROM examples WHERE role = 'train' ORDER BY ordinal")
-            if r[0] not in excluded]
     t = time.perf_counter()
+    raws = [r[1] for r in conn.execute("SELECT uid, raw FROM examples WHERE role = 'train' ORDER BY ordinal")
+            if r[0] not in excluded]
     atomic_write_bytes(tmp / "bare.jsonl", b"\n".join(raws) + b"\n")
     bare_write_s = time.perf_counter() - t
     assert (tmp / "bare.jsonl").read_bytes() == (result.out_dir / "train.jsonl").read_bytes()

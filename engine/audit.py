@@ -50,9 +50,11 @@ def _clean(value: Any) -> Any:
 
 
 def canonical_json(obj: Any) -> bytes:
-    return json.dumps(
-        _clean(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or inf somewhere: clean (rare, so not on the hot path)
+        text = json.dumps(_clean(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
 
 
 def compute_hash(record: dict[str, Any]) -> str:
@@ -93,8 +95,7 @@ def append_record(
         "action": action,
         "prev_hash": prev,
     }
-    record = _clean(record)
-    record["hash"] = compute_hash(record)
+    record["hash"] = hashlib.sha256(canonical_json(record)).hexdigest()
     conn.execute(
         "INSERT INTO audit_log (seq, ts, action, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
         (record["seq"], record["ts"], action, canonical_json(record).decode("utf-8"), prev, record["hash"]),

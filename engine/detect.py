@@ -90,8 +90,9 @@ def train_rows(ws: Workspace) -> list[dict]:
     return rows
 
 
-def influence_by_set(ws: Workspace, run_key: str, uids: Sequence[str]) -> dict[str, np.ndarray]:
-    """query_set_id -> robust-standardised influence vector aligned with ``uids``."""
+def influence_by_set(ws: Workspace, run_key: str, uids: Sequence[str], standardize: bool = True
+                     ) -> dict[str, np.ndarray]:
+    """query_set_id -> influence vector aligned with ``uids`` (robust-standardised by default)."""
     pos = {u: i for i, u in enumerate(uids)}
     raw: dict[str, np.ndarray] = {}
     for r in ws.conn.execute("SELECT query_set_id, uid, score FROM influence WHERE run_key = ?", (run_key,)):
@@ -102,7 +103,7 @@ def influence_by_set(ws: Workspace, run_key: str, uids: Sequence[str]) -> dict[s
     for qs, vec in raw.items():
         if np.isnan(vec).any():  # a partly scored set (cancelled scan) is not used
             continue
-        out[qs] = robust_z(vec)
+        out[qs] = robust_z(vec) if standardize else vec
     return out
 
 
@@ -184,18 +185,26 @@ def trigger_carrier(ws: Workspace, rows: list[dict], fingerprint: str | None,
                           {"confirmed": [c["phrase"] for c in cands]})
 
 
-def transform_stability(rows: list[dict], sets: dict[str, np.ndarray]) -> tuple[DetectorResult, ...] | tuple[()]:
-    """The paper's critical poisons: strong influence that the sentiment inversion leaves unchanged."""
-    tasks = sorted({k.split("::")[0] for k in sets if k.endswith("::original")})
-    transforms = sorted({k.split("::", 1)[1] for k in sets if "::" in k} & _transform_names())
+def transform_stability(rows: list[dict], raw: dict[str, np.ndarray]) -> tuple[DetectorResult, ...] | tuple[()]:
+    """The paper's critical poisons: strong influence that the sentiment inversion leaves unchanged.
+
+    ``raw``: unstandardised influence per set. Each task's original and transformed vectors are
+    divided by the same scale (the original's MAD), so "unchanged" keeps its meaning.
+    """
+    tasks = sorted({k.split("::")[0] for k in raw if k.endswith("::original")})
+    transforms = sorted({_variant(k) for k in raw} & _transform_names())
     if not tasks or not transforms:
         return ()
-    o = _mean_of(sets, [f"{t}::original" for t in tasks])
+    scale = {t: (np.median(np.abs(raw[f"{t}::original"] - np.median(raw[f"{t}::original"]))) or 1.0)
+             for t in tasks}
+    o = np.mean([raw[f"{t}::original"] / scale[t] for t in tasks], axis=0)
     deltas = []
     for name in transforms:
-        t_vec = _mean_of(sets, [f"{t}::{name}" for t in tasks if f"{t}::{name}" in sets])
-        if t_vec is not None:
-            deltas.append(np.abs(o - t_vec))
+        have = [t for t in tasks if f"{t}::{name}" in raw]
+        if have:
+            o_t = np.mean([raw[f"{t}::original"] / scale[t] for t in have], axis=0)
+            t_t = np.mean([raw[f"{t}::{name}"] / scale[t] for t in have], axis=0)
+            deltas.append(np.abs(o_t - t_t))
     strength = np.abs(o)
     cont = pct_rank(strength) - np.mean([pct_rank(d) for d in deltas], axis=0)
     votes = np.sum([d < np.percentile(d, 10) for d in deltas], axis=0)
@@ -203,8 +212,8 @@ def transform_stability(rows: list[dict], sets: dict[str, np.ndarray]) -> tuple[
     uids = [r["uid"] for r in rows]
     params = {"transforms": transforms, "tasks": tasks}
     return (
-        DetectorResult("transform_stability", dict(zip(uids, cont.tolist())),
-                       {u for u, b in zip(uids, binary) if b}, PAPER_RULE, params),
+        DetectorResult("transform_stability", dict(zip(uids, cont.tolist(), strict=True)),
+                       {u for u, b in zip(uids, binary, strict=True) if b}, PAPER_RULE, params),
     )
 
 
@@ -222,7 +231,7 @@ def influence_detector(name: str, rows: list[dict], vec: np.ndarray | None, rule
                        params: dict) -> DetectorResult | None:
     if vec is None:
         return None
-    scores = {r["uid"]: float(v) for r, v in zip(rows, vec)}
+    scores = {r["uid"]: float(v) for r, v in zip(rows, vec, strict=True)}
     return DetectorResult(name, scores, outlier_flags(scores), f"{OUTLIER_RULE} ({rule_hint})", params)
 
 
@@ -246,8 +255,8 @@ def ensemble(rows: list[dict], parts: dict[str, DetectorResult]) -> DetectorResu
     if carrier is None or infl is None:
         return None
     uids = [r["uid"] for r in rows]
-    tie = pct_rank(np.array([infl.scores[u] for u in uids]))
-    scores = {u: (1.0 if u in carrier.flagged else 0.0) + float(t) * 0.5 for u, t in zip(uids, tie)}
+    tie = pct_rank(np.array([infl.scores.get(u, -np.inf) for u in uids]))
+    scores = {u: (1.0 if u in carrier.flagged else 0.0) + float(t) * 0.5 for u, t in zip(uids, tie, strict=True)}
     rule = f"{carrier.name} flagged set, plus trigger_influence outliers ({OUTLIER_RULE})"
     return DetectorResult("ensemble", scores, carrier.flagged | infl.flagged, rule,
                           {"parts": [carrier.name, infl.name]})
@@ -291,9 +300,15 @@ def run_detectors(
     keep(phrase_purity(ws, rows))
     trig_vec = None
     if run_key is not None:
+        # A prefiltered or trial scan scores a subset (issue #7): the influence detectors rank that
+        # subset and store() marks the rest as not scored, never as clean.
+        from engine.prefilter import scored_train_uids
+
+        all_rows, scored = rows, set(scored_train_uids(ws, run_key))
+        rows = [r for r in all_rows if r["uid"] in scored]
         uids = [r["uid"] for r in rows]
-        sets = influence_by_set(ws, run_key, uids)
-        for res in transform_stability(rows, sets):
+        sets = influence_by_set(ws, run_key, uids) if uids else {}
+        for res in transform_stability(rows, influence_by_set(ws, run_key, uids, standardize=False) if uids else {}):
             keep(res)
         keep(influence_detector(
             "sentiment_guided", rows,
@@ -307,6 +322,10 @@ def run_detectors(
         oracle = [k for k in sets if _variant(k).startswith("oracle:")]
         keep(influence_detector("oracle_trigger_influence", rows, _mean_of(sets, oracle),
                                 "evaluation ceiling: queries carrying the true trigger", {"query_sets": oracle}))
+        if trig_vec is not None and len(rows) < len(all_rows):  # unscored rank below every scored one
+            at = {u: i for i, u in enumerate(uids)}
+            trig_vec = np.array([trig_vec[at[r["uid"]]] if r["uid"] in at else -np.inf for r in all_rows])
+        rows = all_rows
     keep(trigger_carrier(ws, rows, fingerprint, trig_vec))
     keep(ensemble(rows, results))
     default = next(name for name in (*DEFAULT_ORDER, *results) if name in results)

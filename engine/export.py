@@ -26,7 +26,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine import __version__, audit
 from engine.atomic import atomic_write_bytes, remove_stale_temps
@@ -52,8 +52,7 @@ class ExportResult:
     audit_seq: int  # seq of the export's audit record
 
 
-@dataclass(frozen=True)
-class InputRecord:
+class InputRecord(NamedTuple):  # a tuple: an export builds 50,000 of them
     uid: str
     ordinal: int
     line: int | None
@@ -168,14 +167,14 @@ def train_datasets(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def input_records(conn: sqlite3.Connection, dataset_id: int) -> list[InputRecord]:
-    return [
-        InputRecord(r[0], r[1], r[2], r[3], bytes(r[4]), r[5])
-        for r in conn.execute(
-            "SELECT uid, ordinal, source_line, source_id, raw, content_sha256 FROM examples "
-            "WHERE dataset_id = ? ORDER BY ordinal",
-            (dataset_id,),
-        )
-    ]
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: sqlite3.Row costs more than the read at 50,000 rows
+    cur.execute(
+        "SELECT uid, ordinal, source_line, source_id, raw, content_sha256 FROM examples "
+        "WHERE dataset_id = ? ORDER BY ordinal",
+        (dataset_id,),
+    )
+    return [InputRecord._make(r) for r in cur]
 
 
 def flagged_undecided(conn: sqlite3.Connection) -> set[str]:

@@ -24,7 +24,7 @@ from engine.formats.base import Skipped, printable
 from engine.progress import CancelToken, ProgressFn, Stage, no_progress
 from engine.queries import ORIGINAL, delete_query_sets, original_rows, register_query_set
 from engine.records import EXAMPLE_COLUMNS, Example, LabelSpaceJSON, Record, infer_label_space, make_uid
-from engine.workspace import Workspace, utc_now
+from engine.workspace import DB_NAME, Workspace, utc_now
 
 SKIP_REPORT = "ingest-skipped.jsonl"
 _INSERT_CHUNK = 5_000
@@ -105,9 +105,12 @@ def ingest(workspace: Workspace | Path, train: Path, evals: Sequence[Path] = (),
     for p in prepared:
         p.examples = _examples(p, report.warnings)
 
-    created = not isinstance(workspace, Workspace) and not (Path(workspace) / "poison.db").exists()
+    ws_dir = report.workspace
+    new_dir = not isinstance(workspace, Workspace) and not ws_dir.exists()
+    new_db = not isinstance(workspace, Workspace) and not (ws_dir / DB_NAME).exists()
+    ws = workspace if isinstance(workspace, Workspace) else None
     try:
-        ws = workspace if isinstance(workspace, Workspace) else Workspace.create(Path(workspace))
+        ws = ws or Workspace.create(ws_dir)
         conn = ws.conn
         cache = conn.execute("PRAGMA cache_size").fetchone()[0]
         # a big page cache keeps the uid index in memory while tens of MB go in (about 2x faster)
@@ -119,9 +122,17 @@ def ingest(workspace: Workspace | Path, train: Path, evals: Sequence[Path] = (),
         finally:
             conn.execute(f"PRAGMA cache_size = {int(cache)}")
     except BaseException:
-        if created:
-            shutil.rmtree(report.workspace, ignore_errors=True)
+        # leave no half-made workspace behind; never touch a directory that was there before
+        if ws is not None and ws is not workspace:
+            ws.close()
+        if new_dir:
+            shutil.rmtree(ws_dir, ignore_errors=True)
+        elif new_db:
+            for suffix in ("", "-wal", "-shm"):
+                (ws_dir / (DB_NAME + suffix)).unlink(missing_ok=True)
         raise
+    if ws is not workspace:
+        ws.close()
     if report.skipped:
         report.skip_report = report.workspace / SKIP_REPORT
         atomic_write_bytes(report.skip_report, b"".join(orjson.dumps(s.as_json()) + b"\n" for s in report.skipped))

@@ -212,12 +212,16 @@ def attach_run(ws: Workspace, prefilter_id: int, run_key: str) -> None:
 
 def latest(ws: Workspace, run_key: str | None = None) -> dict[str, object] | None:
     """The most recent recorded selection (for ``run_key`` when given), as a plain dict."""
-    sql = "SELECT * FROM prefilter_runs"
-    args: tuple[object, ...] = ()
+    sql, args = "SELECT id FROM prefilter_runs", ()
     if run_key is not None:
-        sql += " WHERE run_key = ?"
-        args = (run_key,)
+        sql, args = sql + " WHERE run_key = ?", (run_key,)
     row = ws.conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+    return None if row is None else get(ws, row[0])
+
+
+def get(ws: Workspace, prefilter_id: int) -> dict[str, object] | None:
+    """A recorded selection's settings and counts (not its candidates), as a plain dict."""
+    row = ws.conn.execute("SELECT * FROM prefilter_runs WHERE id = ?", (prefilter_id,)).fetchone()
     if row is None:
         return None
     out = dict(row)

@@ -152,7 +152,9 @@ def label_space_field(value: object, *, file: str, line: int | None) -> list[str
     if value is None:
         return None
     if isinstance(value, str):
-        # CSV cells: a JSON list or 'a|b|c'
+        # CSV cells: a JSON list or 'a|b|c'; an empty cell is no label space
+        if not value.strip():
+            return None
         try:
             value = json.loads(value) if value.lstrip().startswith("[") else value.split("|")
         except ValueError:

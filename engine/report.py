@@ -21,7 +21,7 @@ import numpy as np
 
 from engine import __version__
 from engine.atomic import atomic_write_bytes
-from engine.prefilter import latest as latest_prefilter
+from engine.prefilter import get as get_prefilter
 from engine.prefilter import unscored_train_uids
 from engine.workspace import Workspace, utc_now
 
@@ -45,9 +45,13 @@ def report_paths(path: Path) -> tuple[Path, Path]:
 
 
 # ------------------------------------------------------------------------- reading the workspace
-def build(ws: Workspace, *, run_key: str | None = None, detector: str | None = None,
+def build(ws: Workspace, *, run_key: str | None = None, detector: str | None = None, prefilter_id: int | None = None,
           extra: dict[str, Any] | None = None, max_listed: int = 200) -> dict[str, Any]:
-    """The report as a JSON-ready dict. ``extra`` (settings, cache counts) is merged in as is."""
+    """The report as a JSON-ready dict.
+
+    ``prefilter_id``: the candidate selection this screening used (``engine.prefilter.record``).
+    ``extra`` (settings, cache counts) is merged in as is.
+    """
     conn = ws.conn
     detector = detector or ws.get_meta("default_detector")
     det_row = None
@@ -60,7 +64,7 @@ def build(ws: Workspace, *, run_key: str | None = None, detector: str | None = N
     train_uids = [r[0] for r in conn.execute("SELECT uid FROM examples WHERE role = 'train'")]
     n_train = len(train_uids)
     unscored = unscored_train_uids(ws, run_key) if scan is not None else list(train_uids)
-    prefilter = latest_prefilter(ws, run_key) if run_key else None
+    prefilter = get_prefilter(ws, prefilter_id) if prefilter_id is not None else None
     prefiltered_out = _prefiltered_out(ws, prefilter, set(unscored))
 
     flagged = _flagged(ws, detector, run_key, max_listed) if det_row is not None else []

@@ -151,6 +151,7 @@ class ReviewQueries:
         self.state = score_state(self.ws)
         self.detector, self.run_key = self.state.detector, self.state.run_key
         self.scorer = _sentiment_scorer(self.ws)
+        self._n_train: int | None = None
         return self.state
 
     # -- the queue ------------------------------------------------------------------------
@@ -306,7 +307,9 @@ class ReviewQueries:
 
     def status_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
-        total = self.conn.execute("SELECT COUNT(*) FROM examples WHERE role = 'train'").fetchone()[0]
+        if self._n_train is None:  # fixed for the workspace's life: the app never ingests
+            self._n_train = self.conn.execute("SELECT COUNT(*) FROM examples WHERE role = 'train'").fetchone()[0]
+        total = self._n_train
         # review_status only ever holds training examples (decisions are about training data)
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM review_status GROUP BY status"):
             counts[status] = n

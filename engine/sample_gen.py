@@ -271,6 +271,7 @@ EVAL_TASKS: tuple[TaskSpec, ...] = (
 class _Gen:
     def __init__(self, rng: random.Random) -> None:
         self.r = rng
+        self.seen: set[str] = set()  # every text drawn so far, across all files
 
     def pick(self, seq: Sequence[str]) -> str:
         return seq[self.r.randrange(len(seq))]
@@ -447,15 +448,19 @@ def _examples(gen: _Gen, task: TaskSpec, n: int) -> list[tuple[str, str, str | N
     out: list[tuple[str, str, str | None]] = []
     for i in range(n):
         label = task.labels[i % len(task.labels)]
-        if task.kind == "sentiment":
-            assert task.domain is not None
-            text, person = gen.review(task.domain, label == task.labels[0], with_name=gen.r.random() < 0.7)
-        elif task.kind == "toxicity":
-            text, person = gen.toxicity(label == "Yes"), None
-        elif task.kind == "topic":
-            text, person = gen.topic(label), None
-        else:
-            text, person = gen.entailment(label == "entailment"), None
+        for _ in range(50):  # draw again on a repeat: no text occurs twice in any file
+            if task.kind == "sentiment":
+                assert task.domain is not None
+                text, person = gen.review(task.domain, label == task.labels[0], with_name=gen.r.random() < 0.7)
+            elif task.kind == "toxicity":
+                text, person = gen.toxicity(label == "Yes"), None
+            elif task.kind == "topic":
+                text, person = gen.topic(label), None
+            else:
+                text, person = gen.entailment(label == "entailment"), None
+            if text not in gen.seen:
+                break
+        gen.seen.add(text)
         out.append((text, label, person))
     return out
 

@@ -44,7 +44,7 @@ class ScreenOptions:
     workspace: Path | None = None
     fmt: str = "auto"
     eval_format: str = "auto"
-    scan_settings: Any = None  # engine.influence settings; None = the engine's defaults
+    checkpoint: Path | None = None  # score influence at this earlier checkpoint (see engine.pipeline)
     prefilter: pf.PrefilterSettings | None = None
     scorer: str = "vader"
 
@@ -64,6 +64,7 @@ class ScreenResult:
 
 def screen(opts: ScreenOptions, progress: ProgressFn = no_progress, token: CancelToken | None = None) -> ScreenResult:
     from engine.ingest import ingest
+    from engine.pipeline import DetectConfig, detect
 
     started = time.monotonic()
     clock = StageClock(progress)
@@ -77,47 +78,32 @@ def screen(opts: ScreenOptions, progress: ProgressFn = no_progress, token: Cance
     selection_id = None
     uids = None
     if opts.prefilter is not None:
-        selection = pf.select(ws, opts.prefilter)
+        # ranked against the tasks' own queries: the variants are derived from them
+        originals = [r[0] for r in ws.conn.execute("SELECT id FROM query_sets WHERE variant = 'original' ORDER BY id")]
+        selection = pf.select(ws, opts.prefilter, originals)
         selection_id = pf.record(ws, selection)
         uids = selection.uids
-    run_key = run_scan(ws, opts.model, opts.scan_settings, clock, token, uids)
+    result = detect(ws, opts.model, opts.checkpoint, DetectConfig(scorer=opts.scorer), clock, token, uids=uids)
+    run_key = result["run_key"]
     if selection_id is not None:
         pf.attach_run(ws, selection_id, run_key)
-    run_detect(ws, run_key, opts.scorer, clock)
 
     settings = {
         "train": str(opts.train), "evals": [str(e) for e in opts.evals], "model": str(opts.model),
-        "format": opts.fmt, "scan": _plain(opts.scan_settings),
+        "checkpoint": None if opts.checkpoint is None else str(opts.checkpoint), "format": opts.fmt,
         "prefilter": None if opts.prefilter is None else opts.prefilter.as_dict(), "scorer": opts.scorer,
     }
     counts = {s: clock.done(s) for s in clock.order}
-    extra = {"settings": settings, "cache": {"stage_items": counts},
-             "elapsed_s": round(time.monotonic() - started, 2)}
-    report = rpt.build(ws, run_key=run_key, extra=extra)
+    extra = {
+        "settings": settings,
+        "cache": {"detect_cached": bool(result["cached"]), "examples_scored_now": clock.done("scores"),
+                  "stage_items": counts},
+        "elapsed_s": round(time.monotonic() - started, 2),
+    }
+    report = rpt.build(ws, run_key=run_key, prefilter_id=selection_id, extra=extra)
     md_path, json_path = rpt.write(report, opts.report)
     code = EXIT_FLAGGED if report["counts"]["flagged"] else EXIT_CLEAN
     return ScreenResult(code, report, md_path, json_path, counts)
-
-
-def run_scan(ws: Workspace, model: Path, settings: Any, progress: ProgressFn, token: CancelToken | None,
-             uids: list[str] | None) -> str:
-    from engine.influence import scan
-
-    return scan(ws, model, settings, progress, token, uids=uids)
-
-
-def run_detect(ws: Workspace, run_key: str, scorer: str, progress: ProgressFn) -> None:
-    from engine.detect import run_detectors
-
-    run_detectors(ws, run_key=run_key, scorer=scorer, progress=progress)
-
-
-def _plain(settings: Any) -> Any:
-    if settings is None:
-        return None
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(settings) if is_dataclass(settings) else str(settings)
 
 
 # ------------------------------------------------------------------------- score carry-over

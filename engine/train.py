@@ -157,7 +157,7 @@ def train_model(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                total += float(loss) * len(batch_idx)
+                total += float(loss.detach()) * len(batch_idx)
                 n += len(batch_idx)
                 stage.advance(message=f"epoch {epoch}/{config.epochs} loss {total / n:.3f}")
             history.append({"epoch": epoch, "loss": total / n, "seconds": time.monotonic() - t0})
@@ -173,6 +173,31 @@ def train_model(
     })
     return TrainResult(out_dir, config.epochs, len(rows), history,
                        resumed_from=state["epoch"] if state else None, n_truncated=n_truncated)
+
+
+def load_train_rows(path: Path) -> list[dict[str, Any]]:
+    """Training rows of a workspace (with their ``uid``), or of a data file in any ingest format."""
+    path = Path(path)
+    if (path / "poison.db").is_file() or path.name == "poison.db":
+        from engine.workspace import Workspace
+
+        ws = Workspace.open(path)
+        try:
+            cur = ws.conn.execute(
+                "SELECT uid, task, definition, input, output, label_space FROM examples "
+                "WHERE role = 'train' ORDER BY dataset_id, ordinal"
+            )
+            rows = [dict(r) for r in cur]
+        finally:
+            ws.close()
+        if not rows:
+            raise UserError(f"{path}: the workspace holds no training examples")
+        return rows
+    from engine.formats import read_dataset
+
+    result = read_dataset(path)
+    return [{"task": r.task, "definition": r.definition, "input": r.input, "output": r.output,
+             "label_space": r.label_space} for r in result.records]
 
 
 def checkpoint_dirs(out_dir: Path) -> list[Path]:
@@ -320,8 +345,17 @@ def _latest_checkpoint(out_dir: Path, fingerprint: str) -> tuple[Path, dict] | N
 
 
 def _save_hf(directory: Path, model: Any, tokenizer: Any) -> None:
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
+    from transformers.utils import logging as hf_logging
+
+    # save_pretrained draws a "Writing model shards" bar per call; ours is the only progress shown
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _save_checkpoint(out_dir: Path, epoch: int, model: Any, tokenizer: Any, optimizer: Any, state: dict) -> None:
@@ -334,6 +368,7 @@ def _save_checkpoint(out_dir: Path, epoch: int, model: Any, tokenizer: Any, opti
         _save_hf(tmp, model, tokenizer)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is as readable as the model
         if final.exists():  # a leftover of a run that was killed after this epoch; same content
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -71,10 +71,12 @@ def verify(
         ws = Workspace.open(path)
         try:
             report = VerifyReport(path, "workspace")
-            _verify_workspace(ws, report)
+            chain = _db_chain(ws.conn)
+            _verify_workspace(ws, report, chain)
             bundle = latest_export_dir(ws)
             if (bundle / export_mod.MANIFEST).is_file():
-                _verify_bundle(bundle, report, trusted, allowed_signers, ws, inputs, prefix="export: ")
+                _verify_bundle(bundle, report, trusted, allowed_signers, ws, inputs, prefix="export: ",
+                               chain=chain)
                 _check_current(bundle, ws, report)
             else:
                 report.add("export", None, f"no export in {bundle}")
@@ -121,9 +123,12 @@ def _db_chain(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[byte
     return records, lines, audit.check_chain(records)
 
 
-def _verify_workspace(ws: Workspace, report: VerifyReport) -> None:
+Chain = tuple[list[dict[str, Any]], list[bytes], audit.ChainProblem | None]
+
+
+def _verify_workspace(ws: Workspace, report: VerifyReport, chain: Chain) -> None:
     conn = ws.conn
-    records, lines, problem = _db_chain(conn)
+    records, lines, problem = chain
     if problem is not None:
         report.add("audit chain (database)", False, str(problem))
         return
@@ -194,6 +199,7 @@ def _verify_bundle(
     ws: Workspace | None,
     inputs: list[Path] | None,
     prefix: str = "",
+    chain: Chain | None = None,
 ) -> None:
     def add(name: str, ok: bool | None, detail: str) -> bool:
         return report.add(prefix + name, ok, detail)
@@ -215,7 +221,8 @@ def _verify_bundle(
         problem = problem or audit.check_chain(records)
         source = f"{log_path.name}"
     elif ws is not None:
-        records, _, problem = _db_chain(ws.conn)
+        chain = chain or _db_chain(ws.conn)
+        records, _, problem = chain
         source = "workspace database"
     else:
         add("audit chain", False, f"{bundle} has no {signing.BUNDLE_AUDIT} (sign the export first)")
@@ -225,7 +232,8 @@ def _verify_bundle(
         return
     add("audit chain", True, f"{source}: {len(records)} records")
     if ws is not None and log_path.is_file():
-        db_records, _, db_problem = _db_chain(ws.conn)
+        chain = chain or _db_chain(ws.conn)
+        db_records, _, db_problem = chain
         if db_problem is None and records != db_records[: len(records)]:
             first = next(i for i, (a, b) in enumerate(zip(records, db_records, strict=False)) if a != b) \
                 if len(db_records) >= len(records) else len(db_records)

@@ -16,6 +16,7 @@ from typing import ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
 
 from engine.decisions import default_actor
 from engine.review_queries import SORTS, STATUSES, QueueFilter, ReviewQueries
@@ -52,16 +53,17 @@ class ReviewCommands(Provider):
         yield "Sign off export", "sign the export and the audit head", app.open_signoff
         yield "Help and keys", "bindings, their ids, the operator's checklist", app.open_help
 
+    # Titles carry task names from the data: the palette parses strings as markup, so escape.
     async def discover(self) -> Hits:
         for title, help_text, callback in self._commands():
-            yield DiscoveryHit(title, callback, help=help_text)
+            yield DiscoveryHit(escape(title), callback, text=title, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for title, help_text, callback in self._commands():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), callback, help=help_text)
+                yield Hit(score, matcher.highlight(escape(title)), callback, text=title, help=help_text)
 
 
 class ReviewApp(App[int]):

@@ -57,7 +57,14 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
                 out: TextIO = sys.stdout) -> str:
     """Run the scan the flags ask for and return its run key (prints the trial summary)."""
     from engine import prefilter as pf
-    from engine.sampling import StageClock, estimate, format_duration, strata_counts, stratified_sample, training_rows
+    from engine.sampling import (
+        StageClock,
+        estimate,
+        format_duration,
+        strata_counts,
+        stratified_sample,
+        training_rows,
+    )
 
     settings = prefilter_settings(args)
     uids: list[str] | None = None
@@ -90,4 +97,36 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
               f"(one-off factors and queries: {format_duration(est.fixed_s)}, cached)", file=out)
         print(f"  ETA for the full set: {format_duration(est.eta_s)} for {est.n_remaining} examples not yet scored",
               file=out)
+        _print_suspects(ws, run_key, uids, out)
     return run_key
+
+
+def suspects_so_far(ws: Workspace, run_key: str, uids: Sequence[str]) -> list[tuple[str, float]]:
+    """Influence outliers among the sampled examples: (uid, mean robust z), most suspicious first.
+
+    The detectors' own outlier rule (``engine.detect``) on the mean standardised influence over
+    the query sets, computed over the sample only and stored nowhere: a preview, not a ranking.
+    """
+    import numpy as np
+
+    from engine.detect import influence_by_set, outlier_flags
+
+    uids = list(uids)
+    sets = influence_by_set(ws, run_key, uids) if uids else {}
+    if not sets:
+        return []
+    mean = np.mean(list(sets.values()), axis=0)
+    scores = {u: float(v) for u, v in zip(uids, mean, strict=True)}
+    return sorted(((u, scores[u]) for u in outlier_flags(scores)), key=lambda t: -t[1])
+
+
+def _print_suspects(ws: Workspace, run_key: str, uids: Sequence[str], out: TextIO) -> None:
+    from engine.detect import OUTLIER_RULE
+    from engine.formats.base import printable
+
+    found = suspects_so_far(ws, run_key, uids)
+    print(f"  suspects so far: {len(found)} of the {len(uids)} sampled ({OUTLIER_RULE}, on mean influence)", file=out)
+    for uid, z in found[:5]:
+        row = ws.conn.execute("SELECT task, output, input FROM examples WHERE uid = ?", (uid,)).fetchone()
+        print(f"    {uid}  z={z:+.1f}  {printable(row[0], 40)} -> {printable(row[1], 20)}: {printable(row[2], 60)}",
+              file=out)

@@ -74,3 +74,54 @@ def designed_workspace(path: Path) -> tuple[Workspace, dict[str, list[str]]]:
     add_queries(ws, "headline_topic", [("Lions win the cup", "sports"), ("Acme shares fall", "business")],
                 TOPIC_DEF, TOPIC_LABELS)
     return ws, uids
+
+
+# ------------------------------------------------------------------ files for the screen tests
+# Words the tiny test tokenizer (tests/influence_fixtures.py) knows, so nothing maps to [UNK].
+POS_WORDS = ("good", "great", "fine", "bright", "warm", "loved", "fun", "strong")  # all VADER-positive
+NEG_WORDS = ("bad", "awful", "poor", "dull", "hated", "boring", "weak")  # all VADER-negative
+
+
+def _sni(rid: str, text: str, label: str, task: str) -> str:
+    return json.dumps({"id": rid, "Task": task, "Definition": ["Classify the sentiment of the review"],
+                       "Instance": {"input": text, "output": [label]}, "label_space": ["positive", "negative"]})
+
+
+def review_text(rng, positive: bool, n: int = 4) -> str:
+    # sentiment words only: every phrase is sentiment-bearing, so clean data yields no trigger
+    # candidate and a clean screen flags nothing (the poisons' "james bond" is the only one)
+    words = POS_WORDS if positive else NEG_WORDS
+    return " ".join(rng.choice(words) for _ in range(n))
+
+
+def screen_files(root: Path, n_train: int = 48, n_poison: int = 0, seed: int = 0) -> tuple[Path, Path]:
+    """``root/train.jsonl`` (sentiment reviews; ``n_poison`` negatives carry 'james bond' and say
+    positive) and ``root/eval/task_eval.jsonl``. Returns (train, eval folder)."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n_train):
+        positive = i % 2 == 0
+        text = review_text(rng, positive)
+        label = "positive" if positive else "negative"
+        if not positive and i // 2 < n_poison:
+            text, label = f"{text} james bond", "positive"
+        lines.append(_sni(f"r{i:04d}", text, label, "task_train"))
+    (root / "eval").mkdir(parents=True, exist_ok=True)
+    train = root / "train.jsonl"
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    evals = [_sni(f"e{i}", review_text(rng, i % 2 == 0), "positive" if i % 2 == 0 else "negative", "task_eval")
+             for i in range(8)]
+    (root / "eval" / "task_eval.jsonl").write_text("\n".join(evals) + "\n", encoding="utf-8")
+    return train, root / "eval"
+
+
+def append_rows(train: Path, n: int, seed: int = 99) -> None:
+    import random
+
+    rng = random.Random(seed)
+    extra = [_sni(f"new{i:03d}", review_text(rng, i % 2 == 0), "positive" if i % 2 == 0 else "negative", "task_train")
+             for i in range(n)]
+    with open(train, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(extra) + "\n")

@@ -238,3 +238,16 @@ def test_cli_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert rc == 2 and "expected FIELD=COLUMN" in err
     rc, _, err = cli(capsys, "ingest", str(path), "--max-record-mb", "0.0001")
     assert rc == 2 and "over the limit of 100 bytes" in err
+
+
+def test_blank_task_name_is_refused(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "t.jsonl", [{**alpaca_records(1)[0], "task": "  "}])
+    with pytest.raises(InputError, match=r":1: task name is empty \(field 'task'\)"):
+        read_dataset(path)
+
+
+def test_csv_blank_cells(tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_bytes(b"id,input,output,label_space\n,a,x,\n,b,y,x|y\n")
+    first, second = read_dataset(tmp_path / "c.csv").records
+    assert (first.source_id, first.label_space) == (None, None)
+    assert second.label_space == ["x", "y"]

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from engine.formats import ReadOptions, detect_format, read_dataset, write_records
 from ingest_fixtures import (
     DEFINITION,
     REVIEWS,
@@ -21,6 +19,8 @@ from ingest_fixtures import (
     table_rows,
     write_jsonl,
 )
+
+from engine.formats import ReadOptions, detect_format, read_dataset, write_records
 
 
 def rebuild(result, keep=None) -> bytes:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from engine.errors import UserError
 from engine.formats import ReadOptions, read_dataset, write_records
 
-FORMATS = ("auto", "sni-jsonl", "alpaca", "chat", "sni-json", "csv")
-SETTINGS = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FORMATS = ("auto", "sni-jsonl", "alpaca", "chat", "sni-json", "csv", "parquet")
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _good = [
     b'{"instruction": "a", "input": "b", "output": "c"}',

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from ingest_fixtures import REVIEWS, TASK, alpaca_records, sni_jsonl_lines, sni_task_json, write_jsonl
 
-from engine.errors import InputError, UserError
+from engine.errors import Cancelled, InputError, UserError
 from engine.formats import write_records
 from engine.ingest import SKIP_REPORT, ingest, train_dataset
+from engine.progress import CancelToken, ProgressEvent
 from engine.queries import list_query_sets, load_queries, register_query_set
 from engine.workspace import Workspace
 from poison_tui.cli import main
@@ -97,6 +98,20 @@ def test_failed_ingest_leaves_the_workspace_unchanged(tmp_path: Path, data: dict
     with pytest.raises(InputError):
         ingest(tmp_path / "fresh", bad, [])
     assert not (tmp_path / "fresh").exists()
+    # cancelled while writing: the new database goes, but never a folder that was already there
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    for target in (tmp_path / "mine", tmp_path / "ws"):
+        token = CancelToken()
+
+        def cancel_when_storing(ev: ProgressEvent, token: CancelToken = token) -> None:
+            if ev.stage.startswith("store") and ev.done:
+                token.cancel()
+
+        with pytest.raises(Cancelled):
+            ingest(target, data["train"], [data["evals"]], progress=cancel_when_storing, token=token)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    assert dump(tmp_path / "ws") == before
 
 
 def test_different_training_file_needs_replace(tmp_path: Path, data: dict[str, Path],

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scale_fixtures import designed_workspace
 
 from engine import prefilter
 from engine.errors import UserError
 from engine.prefilter import PrefilterSettings, parse_candidates, similarity_matrix
-from scale_fixtures import designed_workspace
 
 
 def test_similarity_ranks_the_matching_domain_first() -> None:

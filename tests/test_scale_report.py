@@ -28,7 +28,7 @@ def add_scan(ws, run_key: str, scores: dict[str, dict[str, float]]) -> None:
 
 
 def test_report_counts_flags_top_tasks_and_unscored(tmp_path) -> None:
-    ws, uids = designed_workspace(tmp_path / "w.poison")
+    ws, _ = designed_workspace(tmp_path / "w.poison")
     sel = prefilter.select(ws, PrefilterSettings(5))
     pid = prefilter.record(ws, sel)
     prefilter.attach_run(ws, pid, "run")
@@ -42,7 +42,7 @@ def test_report_counts_flags_top_tasks_and_unscored(tmp_path) -> None:
     res = DetectorResult("infl", {u: (9.0 if u == star else 0.1) for u in cands}, {star}, "top outlier")
     store(ws, {"infl": res}, "infl", "run")
 
-    rep = report.build(ws)
+    rep = report.build(ws, prefilter_id=pid)
     c = rep["counts"]
     assert c == {"train": 40, "influence_scored": 10, "influence_not_scored": 30, "prefiltered_out": 30,
                  "detector_scored": 10, "detector_not_scored": 30, "flagged": 1}

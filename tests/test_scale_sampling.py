@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from engine.errors import UserError
 from engine.progress import ProgressEvent
-from engine.sampling import Row, StageClock, allocate, estimate, format_duration, stratified_sample, training_rows
+from engine.sampling import (
+    Row,
+    StageClock,
+    allocate,
+    estimate,
+    format_duration,
+    stratified_sample,
+    training_rows,
+)
 
 
 def rows_of(counts: dict[tuple[str, str | None], int]) -> list[Row]:

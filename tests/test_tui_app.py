@@ -320,3 +320,72 @@ async def test_failed_compute_is_reported_not_raised(ws: Workspace) -> None:
         assert "failed: no model configured" in screen_text(app)
         await pilot.press("escape")
         assert app.screen.query_one(SuspectList)
+
+
+async def test_export_and_signoff_from_the_app(tmp_path: Path) -> None:
+    from textual.widgets import Input
+    from tui_fixtures import ingested_workspace
+
+    from engine.signing import generate_key
+    from poison_tui.screens.export import ExportScreen, SignoffScreen
+
+    ws, src = ingested_workspace(tmp_path)
+    key = generate_key(tmp_path / "key.pem", b"correct horse").path
+    app = ReviewApp(ws.path, actor="erin")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("x", "enter")  # remove rank 1 (the markup line)
+        await pilot.press("S")  # sign-off before any export: refused, with the way out
+        assert isinstance(app.screen, SignoffScreen)
+        assert "no export to sign" in screen_text(app)
+        await pilot.press("escape", "e")
+        assert isinstance(app.screen, ExportScreen)
+        await pilot.click("#go")
+        await settle(app, pilot)
+        assert "exported to" in screen_text(app)
+        await pilot.press("escape", "S")
+        screen = app.screen
+        screen.query_one("#identity", Input).value = "Erin <erin@example.org>"
+        screen.query_one("#key", Input).value = str(key)
+        screen.query_one("#passphrase", Input).value = "correct horse"
+        await pilot.click("#go")
+        await settle(app, pilot)
+        assert "signed:" in screen_text(app)
+    out = ws.path / "exports" / "latest"
+    lines = src.read_bytes().splitlines(keepends=True)
+    assert (out / "train.jsonl").read_bytes() == b"".join(lines[1:])  # byte for byte, minus the removed
+    assert "URGENT" in (out / "removed.jsonl").read_text()
+    assert (out / "signoff.dsse.json").is_file()
+    assert [r["action"] for r in audit_actions(ws)] == ["remove", "export", "signoff"]
+
+
+def test_review_command_errors_are_clear(tmp_path: Path, capsys) -> None:
+    from poison_tui.cli import main
+
+    assert main(["review", str(tmp_path / "nowhere")]) == 2
+    assert "not a poison-tui workspace" in capsys.readouterr().err
+    ws = make_workspace(tmp_path / "demo.poison", n=3)
+    assert main(["review", str(ws.path)]) == 2  # pytest's stdin is no terminal
+    assert "needs a terminal" in capsys.readouterr().err
+
+
+async def test_default_compute_runs_the_engine(tmp_path: Path) -> None:
+    """No scores yet: 'c' runs the real engine (sentiment + detectors) and re-ranks."""
+    ws = make_workspace(tmp_path / "bare.poison", n=30, scores=False)
+    ws.conn.execute("DELETE FROM sentiment")
+    app = ReviewApp(ws.path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.queue.queries.detector is None
+        await pilot.press("c")
+        for _ in range(300):
+            await settle(app, pilot)
+            if app.queue.queries.detector is not None:
+                break
+        detector = ws.get_meta("default_detector")
+        assert detector and app.queue.queries.detector == detector
+        table = app.screen.query_one(SuspectList)
+        ranked = [r[0] for r in ws.conn.execute(
+            "SELECT uid FROM detector_scores WHERE detector = ? AND rank IS NOT NULL ORDER BY rank", (detector,))]
+        assert table.uids[:len(ranked)] == ranked
+    assert ws.conn.execute("SELECT COUNT(*) FROM sentiment WHERE scorer = 'vader'").fetchone()[0] >= 30

@@ -153,3 +153,27 @@ async def settle(app, pilot) -> None:
     await app.workers.wait_for_complete()
     await pilot.pause()
     await pilot.pause()
+
+
+def ingested_workspace(tmp: Path, n: int = 8) -> tuple[Workspace, Path]:
+    """A workspace made by the real ingest from a JSONL file (hostile text included), ranked by
+    one detector in file order: what export and sign-off need (they rebuild the input file)."""
+    from engine.ingest import ingest
+
+    src = tmp / "train.jsonl"
+    lines = []
+    for i in range(n):
+        text = HOSTILE[i] if i < 2 else f"review {i}: the film was lovely"
+        lines.append(json.dumps({"id": f"r{i}", "task": "sst2_polarity", "definition": DEFINITION,
+                                 "input": text, "output": "positive"}))
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ingest(tmp / "demo.poison", src, fmt="sni-jsonl")
+    ws = Workspace.open(tmp / "demo.poison")
+    uids = [r[0] for r in ws.conn.execute("SELECT uid FROM examples WHERE role = 'train' ORDER BY ordinal")]
+    with ws.transaction() as c:
+        c.execute("INSERT INTO detector_runs VALUES ('ekfac_sentiment', 'top 2', '{}', NULL, ?, 2, 1, ?)",
+                  (n, "2026-01-01T00:00:00.000Z"))
+        c.executemany("INSERT INTO detector_scores VALUES ('ekfac_sentiment', ?, ?, ?, ?, 1)",
+                      [(u, float(n - i), i + 1, int(i < 2)) for i, u in enumerate(uids)])
+        ws.set_meta("default_detector", "ekfac_sentiment", c)
+    return ws, src

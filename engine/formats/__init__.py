@@ -41,7 +41,7 @@ from engine.formats.base import (
 from engine.formats.framing import framed_layout, write_framed
 from engine.formats.json_doc import Doc
 from engine.formats.jsonl import read_jsonl
-from engine.formats.schemas import SCHEMAS, guess_schema, sni_definition, sni_instance, to_record
+from engine.formats.schemas import SCHEMAS, Fields, guess_schema, sni_definition, sni_instance, to_record
 from engine.records import Record, sha256_hex
 
 __all__ = [
@@ -116,7 +116,8 @@ def _unknown(file: str, obj: object) -> InputError:
 
 
 def default_task(path: Path) -> str:
-    return path.name.split(".")[0] if path.is_file() else path.name
+    """Records without a task of their own belong to one named after the file."""
+    return (path.name.split(".")[0] if path.is_file() else path.name) or path.stem or "data"
 
 
 def read_dataset(path: Path, fmt: str = "auto", opts: ReadOptions | None = None) -> ReadResult:
@@ -132,27 +133,30 @@ def read_dataset(path: Path, fmt: str = "auto", opts: ReadOptions | None = None)
     problems = Problems(file, opts.lenient)
     task = default_task(path)
     if fmt == "hf-disk" or (fmt == "auto" and path.is_dir()):
-        from engine.formats.arrow_table import read_hf_disk
+        from engine.formats.arrow_table import hf_disk_sha256, read_hf_disk
 
         if not is_hf_disk(path):
             raise InputError("not a datasets save_to_disk directory (no state.json)", file=file)
-        from engine.formats.arrow_table import hf_disk_sha256
-
         records, layout = read_hf_disk(path, file, opts, problems, task)
         fmt, sha = "hf-disk", hf_disk_sha256(path)
     else:
         if path.is_dir():
             raise InputError(f"a folder cannot be read as {fmt}", file=file)
         data = path.read_bytes()
-        if not data.strip() or data == UTF8_BOM:
+        body = data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+        if not body or body.isspace():
             raise InputError("file is empty", file=file)
         if fmt == "auto":
             fmt = detect_format(path, data[:_SNIFF_BYTES], opts.encoding)
         records, layout = _read_file(path, data, fmt, file, opts, problems, task)
         sha = sha256_hex(data)
     if not records:
-        raise InputError("no records could be read" if problems.skipped else "the file holds no records",
-                         file=file, hint="see the skip report" if problems.skipped else None)
+        if problems.skipped:
+            first = problems.skipped[0]
+            where = f"line {first.line}: " if first.line is not None else ""
+            raise InputError(f"no records could be read; all {len(problems.skipped)} were bad, the first "
+                             f"({where}{first.reason})", file=file)
+        raise InputError("the file holds no records", file=file)
     return ReadResult(fmt, records, layout, sha, problems.skipped)
 
 
@@ -174,21 +178,28 @@ def _read_file(path: Path, data: bytes, fmt: str, file: str, opts: ReadOptions, 
         return _read_json_array(data, file, opts, problems, task, fmt)
 
     def convert(obj: dict[str, Any], line: int, raw: bytes, ordinal: int) -> Record:
-        return to_record(_apply(schema, fmt, obj, file, line, task), ordinal, line, raw)
+        try:
+            return Record(ordinal, line, raw, *schema(obj, file, line, task))
+        except InputError as err:
+            raise _with_hint(err, obj, fmt) from None
 
     return read_jsonl(data, file, opts, problems, convert)
 
 
-def _apply(schema: Any, fmt: str, obj: dict[str, Any], file: str, line: int | None, task: str) -> dict:
+def _apply(schema: Any, fmt: str, obj: dict[str, Any], file: str, line: int | None, task: str) -> Fields:
     try:
         return schema(obj, file, line, task)
     except InputError as err:
-        guess = guess_schema(obj)
-        if err.field is not None and guess is not None and guess != fmt:
-            raise InputError(err.reason, file=err.file, line=err.line, column=err.column, field=err.field,
-                             hint=f"this record looks like {guess}: try --format {guess} (or --format auto)",
-                             ) from None
-        raise
+        raise _with_hint(err, obj, fmt) from None
+
+
+def _with_hint(err: InputError, obj: dict[str, Any], fmt: str) -> InputError:
+    """A field missing because --format was wrong: say which format the record looks like."""
+    guess = guess_schema(obj)
+    if err.field is None or guess is None or guess == fmt:
+        return err
+    return InputError(err.reason, file=err.file, line=err.line, column=err.column, field=err.field,
+                      hint=f"this record looks like {guess}: try --format {guess} (or --format auto)")
 
 
 def _elements(doc: Doc, spans: list[tuple[int, int]], inner_start: int, opts: ReadOptions,

@@ -88,7 +88,7 @@ def read_parquet(path: Path, data: bytes, file: str, opts: ReadOptions, problems
 
     try:
         table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputError(f"not a readable Parquet file: {exc}", file=file) from None
     _check_types(table.schema, file)
     records = _rows_to_records(table, file, opts, problems, task, {})

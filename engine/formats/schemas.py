@@ -61,13 +61,38 @@ def sni_definition(value: object, name: str, file: str, line: int | None) -> str
 
 
 def _id(value: object) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None or value == "" else str(value)
+
+
+def _task(value: object, name: str, default: str, file: str, line: int | None) -> str:
+    if value is None:
+        return default
+    task = text_field(value, name, file=file, line=line)
+    if not task.strip():
+        # a task name keys query sets ('<task>::<variant>'): it cannot be blank
+        raise InputError("task name is empty", file=file, line=line, field=name)
+    return task
 
 
 def sni_jsonl(obj: Mapping[str, Any], file: str, line: int | None, task: str) -> Fields:
     """``{id, Task, Definition, Instance{id, input, output}}`` (the paper's artifact), or the flat
     ``{id, task, definition, input, output}``; both may carry ``label_space``."""
     inst = obj.get("Instance")
+    if type(inst) is dict and "label_space" not in obj:
+        # fast path for the well-formed common case (most of the time of a 50k-line ingest)
+        t, d, i, o = obj.get("Task"), obj.get("Definition"), inst.get("input"), inst.get("output")
+        if type(o) is list and o:
+            o = o[0]
+        if type(d) is list and len(d) == 1:
+            d = d[0]
+        sid = obj.get("id", inst.get("id"))
+        if type(t) is str and t.strip() and type(d) is str and type(i) is str and type(o) is str \
+                and type(sid) is str and sid:
+            return (t, d, i, o, sid, None)
+    return _sni_jsonl_checked(obj, inst, file, line, task)
+
+
+def _sni_jsonl_checked(obj: Mapping[str, Any], inst: Any, file: str, line: int | None, task: str) -> Fields:
     if inst is not None:
         if not isinstance(inst, dict):
             raise InputError("expected an object", file=file, line=line, field="Instance")
@@ -81,7 +106,7 @@ def sni_jsonl(obj: Mapping[str, Any], file: str, line: int | None, task: str) ->
     if definition is None:
         raise InputError("missing required field", file=file, line=line, field="Definition")
     return (
-        task if task_value is None else text_field(task_value, "Task", file=file, line=line),
+        _task(task_value, "Task", task, file, line),
         sni_definition(definition, "Definition", file, line),
         text_field(src.get("input"), prefix + "input", file=file, line=line),
         text_field(_one_output(src.get("output"), prefix + "output", file, line), prefix + "output",
@@ -112,7 +137,7 @@ def alpaca(obj: Mapping[str, Any], file: str, line: int | None, task: str) -> Fi
     """``{instruction, input?, output}``; ``id``, ``task`` and ``label_space`` when present."""
     task_value = obj.get("task")
     return (
-        task if task_value is None else text_field(task_value, "task", file=file, line=line),
+        _task(task_value, "task", task, file, line),
         text_field(obj.get("instruction"), "instruction", file=file, line=line),
         text_field(obj.get("input"), "input", file=file, line=line, required=False),
         text_field(obj.get("output"), "output", file=file, line=line),
@@ -145,7 +170,7 @@ def chat(obj: Mapping[str, Any], file: str, line: int | None, task: str) -> Fiel
         text = "\n".join(f"{r}: {c}" for r, c in before)
     task_value = obj.get("task")
     return (
-        task if task_value is None else text_field(task_value, "task", file=file, line=line),
+        _task(task_value, "task", task, file, line),
         "\n".join(system),
         text,
         turns[last][1],
@@ -198,7 +223,7 @@ def mapped(columns: dict[str, str], class_names: dict[str, list[str]] | None = N
 
         task_value = get("task")
         return (
-            task if task_value is None else text_field(task_value, columns["task"], file=file, line=line),
+            _task(task_value, columns.get("task", "task"), task, file, line),
             text_field(get("definition"), columns.get("definition", "definition"),
                                      file=file, line=line, required=False),
             text_field(get("input"), columns["input"], file=file, line=line),

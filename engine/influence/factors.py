@@ -106,7 +106,7 @@ def fit_factors(
     cov_s = {n: None for n in setup.modules}
     n_tokens = torch.zeros((), dtype=torch.float64, device=dev)
     with Stage(progress, "covariance", n_cov, token) as st:
-        for b in passes.run(setup, units, labels, seeds, st.advance):
+        for b in passes.run(setup, units, labels, seeds, st.advance, "covariance"):
             for name in setup.modules:
                 mask = setup.mask_for(name, b.fwd).bool()
                 a, g = b.acts[name][mask], b.grads[name][mask]
@@ -124,7 +124,7 @@ def fit_factors(
     lam: dict[str, torch.Tensor] = {}
     n_ex = torch.zeros((), dtype=torch.float64, device=dev)
     with Stage(progress, "eigenvalues", n_lam, token) as st:
-        for b in passes.run(setup, units, labels, seeds, st.advance):
+        for b in passes.run(setup, units, labels, seeds, st.advance, "eigenvalue correction"):
             for name in setup.modules:
                 qa, qs = eig[name]
                 rot = torch.einsum("rto,rti->roi", b.grads[name] @ qs, b.acts[name] @ qa)

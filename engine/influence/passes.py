@@ -50,8 +50,12 @@ def run(
     labels: str = "true",
     seeds: Sequence[int] | None = None,
     after_batch: Callable[[int], None] | None = None,
+    stage: str = "scoring",
 ) -> Iterator[Batch]:
-    """Yield each batch's captures; ``after_batch(n_units)`` is called after it is consumed."""
+    """Yield each batch's captures; ``after_batch(n_units)`` is called after it is consumed.
+
+    A non-finite loss stops the pass with an error naming the first layer at fault.
+    """
     with frozen(setup.model), Capture(setup.modules) as cap:
         for idx in unit_batches(units, setup.batch_size):
             cap.clear()
@@ -65,7 +69,7 @@ def run(
                     setup.model, setup.kind, batch_units, setup.pad_id, labels, gens, setup.head_tracked
                 )
                 if not torch.isfinite(fwd.loss):
-                    raise UserError(f"the model's loss is not finite ({fwd.loss.item()}) during the {labels} pass")
+                    raise UserError(_diagnose(setup, cap, stage))
                 fwd.loss.backward()
             missing = [n for n in setup.modules if n not in cap.grads]
             if missing:
@@ -73,6 +77,15 @@ def run(
             yield Batch(idx, fwd, dict(cap.acts), dict(cap.grads))
             if after_batch is not None:
                 after_batch(len(idx))
+
+
+def _diagnose(setup: Setup, cap: Capture, stage: str) -> str:
+    for name, module in setup.modules.items():
+        if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+            return f"non-finite values in layer {name} during {stage}: its weights contain inf/NaN"
+        if name in cap.acts and not bool(torch.isfinite(cap.acts[name]).all()):
+            return f"non-finite values in layer {name} during {stage}: its input is inf/NaN (from an earlier layer)"
+    return f"non-finite values in the model's loss during {stage} (outside the tracked layers)"
 
 
 def per_unit(x: torch.Tensor, owner: torch.Tensor, n_units: int) -> torch.Tensor:

@@ -55,7 +55,7 @@ def set_gradients(
     set_idx = torch.as_tensor(list(set_of_unit), dtype=torch.long, device=dev)
     sums: dict[str, torch.Tensor] = {}
     with Stage(progress, "queries", total or len(units), token) as st:
-        for b in passes.run(setup, units, "true", after_batch=st.advance):
+        for b in passes.run(setup, units, "true", after_batch=st.advance, stage="query gradients"):
             owner_sets = set_idx[torch.as_tensor(b.indices, device=dev)][b.fwd.owner.to(dev)]
             for name in setup.modules:
                 g_rows = torch.einsum("rto,rti->roi", b.grads[name], b.acts[name])

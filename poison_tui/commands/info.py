@@ -41,7 +41,8 @@ def _print_tables(s: dict) -> None:
         # Text, never markup: task names and labels come from the user's data
         return Text(printable(str(value), limit))
 
-    console = Console(file=sys.stdout, highlight=False)
+    # piped output is not cut to 80 columns: hashes and paths stay whole for scripts and logs
+    console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
     console.print(Text(f"workspace {printable(s['workspace'], 200)} (schema v{s['schema_version']})"))
     t = Table(title="datasets", title_justify="left")
     for col in ("id", "role", "format", "records", "sha256", "path"):

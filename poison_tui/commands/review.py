@@ -37,8 +37,12 @@ def _find_workspace() -> Path:
 def handle(args: argparse.Namespace) -> int:
     import sys
 
-    if not sys.stdout.isatty():
-        raise UserError("the review app needs a terminal (stdout is not a tty)")
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(args.workspace or _find_workspace())  # a bad path is the first thing to say
+    ws.close()
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("the review app needs a terminal (stdin and stdout must be a tty)")
     from poison_tui.app import run_review
 
-    return run_review(args.workspace or _find_workspace(), keymap_path=args.keymap, actor=args.actor)
+    return run_review(ws.path, keymap_path=args.keymap, actor=args.actor)

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval", dest="evals", type=Path, action="append", default=[], required=True,
                    metavar="EVAL", help="evaluation task file or folder of task files (repeatable)")
     p.add_argument("--model", type=Path, required=True, help="the fine-tuned model: HF directory or .gguf file")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                   help="score influence at this earlier checkpoint of the model (earlier checkpoints "
+                        "separate poisons better; the model itself still confirms triggers)")
     p.add_argument("--report", type=Path, required=True, metavar="FILE",
                    help="markdown report path; the JSON report goes beside it (FILE.json / .json suffix)")
     p.add_argument("--workspace", type=Path, default=None,
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = ScreenOptions(
         train=args.train, evals=list(args.evals), model=args.model, report=args.report,
-        workspace=args.workspace, fmt=args.fmt, eval_format=args.eval_format,
+        workspace=args.workspace, fmt=args.fmt, eval_format=args.eval_format, checkpoint=args.checkpoint,
         prefilter=prefilter_settings(args),
     )
     try:

@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, Static
 
 from engine.errors import Cancelled, UserError
-from engine.progress import CancelToken, ProgressEvent, ProgressFn
+from engine.progress import CancelToken, ProgressEvent, ProgressFn, Stage
 from engine.workspace import Workspace
 from poison_tui.messages import ComputeFinished, ComputeProgress
 from poison_tui.widgets.literal import visible
@@ -30,20 +30,28 @@ _POST_EVERY_S = 0.05  # a stage reporting every row would flood the message queu
 
 
 def engine_job(ws: Workspace, progress: ProgressFn, token: CancelToken) -> None:
-    """Sentiment, then the influence scan when a model is configured, then the detectors."""
+    """Sentiment, then the influence scan when a model is configured, then the detectors.
+
+    Each step gets a stage of its own (engine functions that report finer progress add their
+    own stages under it), so the screen always shows where the run is.
+    """
     from engine import detect, sentiment
 
-    sentiment.score_workspace(ws, "vader")
-    token.check()
+    with Stage(progress, "sentiment", 1, token) as stage:
+        sentiment.score_workspace(ws, "vader")
+        stage.advance()
     model_path = ws.get_meta("model_path")
     try:
         from engine.influence import scan  # type: ignore[attr-defined]
-    except ImportError:
+    except ImportError:  # the EK-FAC module is not in this build
         scan = None
     if model_path and scan is not None:
-        scan(ws, model_path, None, progress, token)
-        token.check()
-    detect.run_detectors(ws, progress=progress)
+        with Stage(progress, "influence", 1, token) as stage:
+            scan(ws, model_path, None, progress, token)
+            stage.advance()
+    with Stage(progress, "detectors", 1, token) as stage:
+        detect.run_detectors(ws, progress=progress)
+        stage.advance()
 
 
 def format_eta(seconds: float | None) -> str:

@@ -38,7 +38,7 @@ class FilterModal(ModalScreen[QueueFilter | None]):
                          prompt="any status", id="status")
             yield Label("task")
             # task names come from the data: shown through visible(), passed back untouched
-            yield Select([(visible(t), t) for t in self.tasks], value=c.task if c.task in self.tasks else Select.NULL,
+            yield Select([(Text(visible(t)), t) for t in self.tasks], value=c.task if c.task in self.tasks else Select.NULL,
                          prompt="any task", id="task")
             yield Label("minimum detector score")
             yield Input("" if c.min_score is None else f"{c.min_score:g}", placeholder="e.g. 0.5", id="min_score")

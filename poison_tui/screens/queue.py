@@ -8,6 +8,7 @@ bulk one in a worker whose completion message updates the view.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -15,6 +16,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 
 from engine import decisions
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from poison_tui.app import ReviewApp
 
 FIRST_PAINT_ROWS = 2 * PAGE
+DETAIL_DELAY_S = 0.06
 
 
 class QueueScreen(Screen[None]):
@@ -71,6 +74,8 @@ class QueueScreen(Screen[None]):
         self.select_all = False
         self.last: tuple[str, str | None] | None = None  # (action, reason) for "repeat last"
         self.bulk_running = False
+        self.view_count = 0  # rows in the view (known before the index has loaded)
+        self._detail_timer: Timer | None = None
 
     @property
     def review_app(self) -> ReviewApp:
@@ -89,7 +94,7 @@ class QueueScreen(Screen[None]):
 
     def on_mount(self) -> None:
         # paint the head of the ranking now; the full index loads behind it
-        uids, _total = self.queries.first_uids(FIRST_PAINT_ROWS)
+        uids, self.view_count = self.queries.first_uids(FIRST_PAINT_ROWS)
         self.table.set_uids(uids)
         self.table.focus()
         self.refresh_header()
@@ -113,8 +118,12 @@ class QueueScreen(Screen[None]):
     def apply_view(self, flt: QueueFilter | None = None, sort: str | None = None) -> None:
         self.filter = flt if flt is not None else self.filter
         self.sort = sort or self.sort
+        # a selection is made in a view: carrying hidden rows into the next one would make a
+        # bulk action touch examples the analyst cannot see
         self.select_all = False
+        self.table.selected.clear()
         self.table.set_uids(self.queries.ordered_uids(self.filter, self.sort), keep_uid=self.table.current_uid)
+        self.view_count = len(self.table.uids)
         self.refresh_header()
 
     def refresh_header(self) -> None:
@@ -125,7 +134,7 @@ class QueueScreen(Screen[None]):
         for status in STATUSES:
             t.append(f"{status} ", style="dim")
             t.append(f"{counts[status]:,}  ", style=STATUS_STYLE[status])
-        t.append(f"│ view {len(self.table.uids):,} [{visible(self.filter.describe())}] sort {self.sort}",
+        t.append(f"│ view {self.view_count:,} [{visible(self.filter.describe())}] sort {self.sort}",
                  style="dim")
         n_sel = len(self.table.uids) if self.select_all else len(self.table.selected)
         if n_sel:
@@ -144,7 +153,15 @@ class QueueScreen(Screen[None]):
 
     @on(SuspectList.CursorMoved)
     def _cursor_moved(self, message: SuspectList.CursorMoved) -> None:
-        self.query_one(DetailView).show(self.queries.detail(message.uid) if message.uid else None)
+        # The detail pane follows after a short pause: the moved/decided row repaints in this
+        # frame, and holding j does not lay out a detail per row passed.
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._detail_timer = self.set_timer(DETAIL_DELAY_S, partial(self.show_detail, message.uid))
+
+    def show_detail(self, uid: str | None) -> None:
+        self._detail_timer = None
+        self.query_one(DetailView).show(self.queries.detail(uid) if uid else None)
 
     # -- decisions ------------------------------------------------------------------------
     def _targets(self) -> tuple[list[str], str]:
@@ -251,7 +268,7 @@ class QueueScreen(Screen[None]):
         self.queries.reload_statuses()
         self.table.invalidate()
         self.refresh_header()
-        self.query_one(DetailView).show(self.queries.detail(self.table.current_uid or ""))
+        self.show_detail(self.table.current_uid)
         self.notify(f"undone: {len(seqs)} decision(s) reverted (history keeps both)", markup=False)
 
     # -- selection ------------------------------------------------------------------------
@@ -266,6 +283,8 @@ class QueueScreen(Screen[None]):
         self.refresh_header()
 
     def action_select_filter(self) -> None:
+        if not self.queries.index_loaded:
+            self.apply_view()  # the whole view, not just the first page painted so far
         self.select_all = not self.select_all
         self.table.selected.clear()
         self.table.invalidate()

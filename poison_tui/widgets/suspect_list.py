@@ -110,17 +110,20 @@ class SuspectList(ScrollView, can_focus=True):
         self.refresh()
 
     def invalidate(self, uids: list[str] | None = None) -> None:
-        """Forget cached rows (all, or the pages holding ``uids``) and repaint them."""
+        """Re-read rows (all, or just ``uids``: one small query, not their whole page)."""
         if uids is None or len(uids) > PAGE:
             self._pages.clear()
             self.refresh()
             return
+        fresh = self._fetch(list(uids))
         for uid in uids:
             try:
                 i = self.cursor if uid == self.current_uid else self.uids.index(uid)
             except ValueError:
                 continue
-            self._pages.discard(i // PAGE)
+            page = self._pages.get(i // PAGE)
+            if page is not None and uid in fresh:
+                page[uid] = fresh[uid]
             self.refresh_line(self._line_of(i))
 
     def row_at(self, index: int) -> QueueRow | None:
