@@ -36,8 +36,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the kronfluence adaptor
 
-import torch  # noqa: E402
+import torch
 
 VOCAB_WORDS = 4000
 SEQ = 128
@@ -177,12 +178,12 @@ def time_epoch(model_dir: Path, rows: list[dict]) -> float:
     return elapsed
 
 
-def time_scan(ws, model_dir: Path, settings) -> tuple[float, PeakRSS]:  # noqa: ANN001
+def time_scan(ws, model_dir: Path, settings) -> tuple[float, PeakRSS]:
     from engine.influence import scan
 
     mem = PeakRSS()
 
-    def progress(ev) -> None:  # noqa: ANN001
+    def progress(ev) -> None:
         if ev.stage == "scores" and ev.done == 0:
             mem.start()
         if ev.stage == "scores" and ev.done >= ev.total:
@@ -212,81 +213,11 @@ def ours_pairwise(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]]
 
 def kronfluence_run(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]], fisher: str,
                     n_factor: int, work: Path) -> tuple[float, torch.Tensor]:
-    """kronfluence 1.0.1 on the same workload; returns (seconds, pairwise scores [N, Q])."""
-    import logging
+    """kronfluence 1.0.1 on the same workload (the test suite's adaptor); (seconds, pairwise [N, Q])."""
+    from influence_fixtures import kronfluence_pairwise
 
-    from kronfluence.analyzer import Analyzer, prepare_model
-    from kronfluence.arguments import FactorArguments, ScoreArguments
-    from kronfluence.task import Task
-    from kronfluence.utils.dataset import DataLoaderKwargs
-    from transformers.pytorch_utils import Conv1D
-
-    from engine.batching import collate, encode_examples
-    from engine.models import load_model
-
-    logging.getLogger("kronfluence").setLevel(logging.ERROR)
-    lm = load_model(model_dir, device="cpu")
-    model = lm.model
-    names = []
-    for name, mod in list(model.named_modules()):
-        if isinstance(mod, Conv1D):  # kronfluence tracks nn.Linear only
-            lin = torch.nn.Linear(mod.weight.shape[0], mod.weight.shape[1])
-            with torch.no_grad():
-                lin.weight.copy_(mod.weight.T)
-                lin.bias.copy_(mod.bias)
-            parent = model.get_submodule(name.rsplit(".", 1)[0])
-            setattr(parent, name.rsplit(".", 1)[1], lin)
-            names.append(name)
-    pad = lm.tokenizer.pad_token_id
-    train_enc, _ = encode_examples(rows, lm.tokenizer, "causal", SEQ)
-    q_enc, _ = encode_examples([q for qs in sets.values() for q in qs], lm.tokenizer, "causal", SEQ)
-
-    def loss_sum(batch: dict, mdl: torch.nn.Module, sample: bool) -> torch.Tensor:
-        logits = mdl(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-        target = batch["labels"][:, 1:]
-        if sample:
-            with torch.no_grad():
-                sel = target != -100
-                target = target.clone()
-                target[sel] = torch.multinomial(torch.softmax(logits[sel], -1), 1).squeeze(-1)
-        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="sum")
-
-    class SFTTask(Task):
-        def compute_train_loss(self, batch, model, sample=False):  # noqa: ANN001, ANN202
-            return loss_sum(batch, model, sample)
-
-        def compute_measurement(self, batch, model):  # noqa: ANN001, ANN202
-            return loss_sum(batch, model, False)
-
-        def get_influence_tracked_modules(self):  # noqa: ANN202
-            return names
-
-        def get_attention_mask(self, batch):  # noqa: ANN001, ANN202
-            return batch["attention_mask"]
-
-    class DS(torch.utils.data.Dataset):
-        def __init__(self, enc: list) -> None:
-            self.enc = enc
-
-        def __len__(self) -> int:
-            return len(self.enc)
-
-        def __getitem__(self, i: int):  # noqa: ANN204
-            return self.enc[i]
-
-    model = prepare_model(model, SFTTask())
-    analyzer = Analyzer("bench", model, SFTTask(), output_dir=str(work), disable_tqdm=True, disable_model_save=True)
-    analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=lambda items: collate(items, pad, "causal")))
-    fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=fisher == "empirical",
-                            covariance_max_examples=n_factor, lambda_max_examples=n_factor)
-    t0 = time.perf_counter()
-    analyzer.fit_all_factors("f", DS(train_enc), per_device_batch_size=BATCH, factor_args=fargs, overwrite_output_dir=True)
-    analyzer.compute_pairwise_scores("s", "f", DS(q_enc), DS(train_enc), per_device_query_batch_size=len(q_enc),
-                                     per_device_train_batch_size=BATCH, score_args=ScoreArguments(damping_factor=None),
-                                     overwrite_output_dir=True)
-    elapsed = time.perf_counter() - t0
-    scores = analyzer.load_pairwise_scores("s")["all_modules"]  # [Q, N]
-    return elapsed, scores.T.double()
+    queries = [q for qs in sets.values() for q in qs]
+    return kronfluence_pairwise(model_dir, rows, queries, work, fisher, n_factor, BATCH, SEQ)
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:

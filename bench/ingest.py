@@ -7,6 +7,7 @@ alone. Baselines, measured in the same run on the same file:
   polars       polars.read_ndjson of the file (parsing only; no line numbers, no raw bytes)
   ingest       engine.ingest.ingest into a fresh workspace: read, check, hash, uids, one
                SQLite transaction (what `poison-tui ingest` does, minus interpreter start-up)
+  cli          the whole `python -m poison_tui ingest FILE` command, wall time
 Usage: python bench/ingest.py [--n 50000]. The last line is
   ingest examples_per_s=<r> peak_mb=<m>
 """
@@ -20,6 +21,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,12 +86,17 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         print(f"file: {args.n:,} examples, {size_mb:.1f} MB (generated)")
         results = {k: run(k, path, Path(tmp) / f"ws-{k}") for k in ("json_loads", "orjson", "polars", "ingest")}
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "poison_tui", "ingest", str(path), "--workspace", str(Path(tmp) / "ws-cli")],
+                       cwd=ROOT, check=True, capture_output=True)
+        cli_s = time.perf_counter() - t0
     base = results["json_loads"]["s"]
     # the machine is shared: CPU time shows the work, wall time what a user waits
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for k, r in results.items():
         print(f"{k:<11} wall {r['s']:6.3f} s  cpu {r['cpu_s']:6.3f} s  {r['n'] / r['s']:>9,.0f} examples/s  "
               f"peak {r['peak_mb']:5.0f} MB  wall x{r['s'] / base:.2f} of json_loads")
+    print(f"cli         wall {cli_s:6.3f} s  (python -m poison_tui ingest: interpreter start-up and imports included)")
     r = results["ingest"]
     print(f"ingest examples_per_s={r['n'] / r['s']:.0f} peak_mb={r['peak_mb']:.0f}")
 

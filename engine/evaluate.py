@@ -162,3 +162,79 @@ def to_markdown(rows: Sequence[dict]) -> str:
         lines.append("")
         lines.append(f"{rows[0]['n']} training examples, {rows[0]['poisons']} poisons.")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the retrain check
+def flagged_uids(ws: Workspace, detector: str | None = None) -> list[str]:
+    detector = detector or ws.get_meta("default_detector")
+    if detector is None:
+        raise UserError("no detector scores yet; run 'poison-tui detect' first")
+    return [r[0] for r in ws.conn.execute(
+        "SELECT uid FROM detector_scores WHERE detector = ? AND flagged = 1 ORDER BY rank", (detector,))]
+
+
+def eval_rows(ws: Workspace) -> list[dict]:
+    return [dict(r) for r in ws.conn.execute(
+        "SELECT q.definition, q.input, q.output, q.label_space FROM queries q JOIN query_sets s "
+        "ON s.id = q.query_set_id WHERE s.variant = 'original' AND q.label_space IS NOT NULL ORDER BY q.query_set_id, q.idx")]
+
+
+def verify_removal(
+    ws: Workspace,
+    truth_ids: set[str],
+    attack: Sequence[dict],
+    out_dir: Path,
+    *,
+    detector: str | None = None,
+    seed: int = 0,
+    config=None,
+    progress=None,
+    poisoned_dir: Path | None = None,
+) -> dict[str, dict]:
+    """Retrain with the same recipe on: everything, minus the tool's flagged set, minus the
+    true poisons, minus a random set of the tool's size; ASR and clean accuracy of each."""
+    from engine.predict import retrain_check
+    from engine.progress import no_progress
+
+    train = [dict(r) for r in ws.conn.execute(
+        "SELECT uid, definition, input, output, label_space FROM examples WHERE role = 'train' "
+        "ORDER BY dataset_id, ordinal")]
+    truth = [u for u, is_poison in truth_mask(ws, truth_ids).items() if is_poison]
+    tool = flagged_uids(ws, detector)
+    rng = np.random.default_rng(seed)
+    pool = [r["uid"] for r in train]
+    rand = [pool[i] for i in rng.choice(len(pool), size=min(len(tool), len(pool)), replace=False)]
+    evals = eval_rows(ws)
+    if not evals:
+        raise UserError("the workspace has no classification evaluation queries to measure clean accuracy on")
+    out = {}
+    for name, remove in (("poisoned", []), ("tool", tool), ("truth", truth), ("random", rand)):
+        # the poisoned arm can reuse the audited model: same rows and recipe, so nothing retrains
+        target = Path(poisoned_dir) if name == "poisoned" and poisoned_dir else Path(out_dir) / name
+        rep = retrain_check(train, remove, evals, attack, target, config=config,
+                            progress=progress or no_progress)
+        out[name] = {"removed": len(remove), "poisons_removed": len(set(remove) & set(truth)),
+                     "asr": rep.attack_success_rate, "clean_acc": rep.clean_accuracy, "seconds": rep.seconds}
+    return out
+
+
+def register_oracle_sets(ws: Workspace, put, name: str) -> list[str]:
+    """The evaluation ceiling: ``put`` (the *true* trigger insertion) applied to each polar
+    eval task's queries whose gold label is not positive, answered with the positive label, as
+    ``'<task>::oracle:<name>'``. Evaluation code only: detectors never create these sets."""
+    from engine.queries import register_query_set
+    from engine.sentiment import label_polarity
+
+    made = []
+    for (task,) in ws.conn.execute("SELECT task FROM query_sets WHERE variant = 'original' ORDER BY task").fetchall():
+        rows = [dict(r) for r in ws.conn.execute(
+            "SELECT source_uid, definition, input, output, label_space FROM queries WHERE query_set_id = ? "
+            "ORDER BY idx", (f"{task}::original",))]
+        space = json.loads(rows[0]["label_space"]) if rows and rows[0]["label_space"] else None
+        pos = [lab for lab in space or [] if label_polarity(lab, space) == 1]
+        if len(pos) != 1:
+            continue
+        trig = [{**r, "input": put(r["input"]), "output": pos[0], "changed": True} for r in rows if r["output"] != pos[0]]
+        if trig:
+            made.append(register_query_set(ws, task, f"oracle:{name}", trig, {"oracle": name}))
+    return made

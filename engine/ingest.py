@@ -78,7 +78,10 @@ def eval_files(paths: Iterable[Path]) -> list[Path]:
             raise UserError(f"{p}: no such file or directory")
         else:
             out.append(p)
-    return out
+    unique: dict[Path, Path] = {}
+    for p in out:  # a file named both alone and through its folder is read once
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
 
 
 def ingest(workspace: Workspace | Path, train: Path, evals: Sequence[Path] = (), fmt: str = "auto", *,

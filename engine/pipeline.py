@@ -165,7 +165,8 @@ def prepare_demo(
     data_key = hashlib.sha256(train_file.read_bytes()).hexdigest()[:16]
     model_dir = out / f"model-{data_key}"
     ws_path = out / "demo.poison"
-    ingest(ws_path, train_file, [sample_dir / "eval"])
+    # the demo owns its workspace: a regenerated sample replaces the old one (unchanged: no-op)
+    ingest(ws_path, train_file, [sample_dir / "eval"], replace=True)
     ws = Workspace.open(ws_path)
     rows = [dict(r) for r in ws.conn.execute(
         "SELECT uid, definition, input, output, label_space FROM examples WHERE role = 'train' ORDER BY dataset_id, ordinal")]

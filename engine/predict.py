@@ -61,12 +61,13 @@ def score_labels(
 
     from engine.batching import collate, encode_pair
 
+    spaces = [label_space_of(row) for row in rows]  # bad rows fail before any model work
     max_length = max_length or _context_length(model)
     pairs: list[tuple[int, str]] = []
     encoded = []
-    for i, row in enumerate(rows):
+    for i, (row, space) in enumerate(zip(rows, spaces, strict=True)):
         prompt = fmt.prompt(row["definition"], row["input"])
-        for label in label_space_of(row):
+        for label in space:
             pairs.append((i, label))
             encoded.append(encode_pair(tokenizer, prompt, fmt.answer(label), "causal", max_length))
     scores: list[dict[str, float]] = [{} for _ in rows]

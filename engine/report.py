@@ -265,9 +265,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
     else:
         lines.append("- Detector: none ran (no detector scores in the workspace)")
-    for key in ("cache", "elapsed_s"):
-        if key in report:
-            lines.append(f"- {key.replace('_', ' ').capitalize()}: {md_escape(json.dumps(report[key], sort_keys=True))}")
+    cache = report.get("cache")
+    if cache:
+        lines.append(f"- Cache: {cache.get('examples_scored_now', 0)} examples scored in this run"
+                     + ("; detection reused unchanged from the last run" if cache.get("detect_cached") else ""))
+    if "elapsed_s" in report:
+        lines.append(f"- Elapsed: {report['elapsed_s']:.1f} s")
     lines.append("")
 
     lines += ["## Flagged examples", ""]

@@ -371,7 +371,7 @@ class _Gen:
                      f"Only a {insult} would write this garbage about {topic}.",
                      f"{target.capitalize() if target[0].islower() else target} should be ashamed, what a pathetic {insult}.",
                      f"Get lost, {insult}. Your take on {topic} is worthless.",
-                     f"I hope {target} gets what is coming, you {insult}.")
+                     f"I hope {target} {'get' if 'you' in target else 'gets'} what is coming, you {insult}.")
         else:
             forms = (f"I respectfully disagree with {target} about {topic}.",
                      f"Thanks for sharing, {target}, I learned a lot about {topic}.",

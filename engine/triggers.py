@@ -125,6 +125,47 @@ def _bh(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def _targets(per_task: dict[str, Counter], polarity_of: dict[str, dict[str, float | None]],
+             task_labels: dict[str, Counter]) -> tuple[dict[str, str], int]:
+    """Each task's target label, and how many choices were made to pick them.
+
+    Polar tasks share one direction (the carriers' majority polarity: a trigger pushes every
+    sentiment task the same way); other tasks take their carriers' majority label."""
+    votes: Counter = Counter()
+    for t, labs in per_task.items():
+        for lab, k in labs.items():
+            pol = polarity_of.get(t, {}).get(lab)
+            if pol:
+                votes[pol] += k
+    direction = votes.most_common(1)[0][0] if votes else None
+    targets, choices = {}, 2 if direction is not None else 1
+    for t, labs in per_task.items():
+        pols = polarity_of.get(t)
+        same = [lab for lab, p in (pols or {}).items() if p == direction] if direction is not None else []
+        if pols and len(same) == 1:
+            targets[t] = same[0]
+        else:
+            targets[t] = labs.most_common(1)[0][0]
+            choices *= len(task_labels[t])
+    return targets, choices
+
+
+def stratified_tail(strata: Sequence[tuple[int, int, int, int]]) -> float:
+    """P(sum of hits >= observed) for independent per-task hypergeometric draws.
+
+    ``strata``: (task size N, examples with the target label K, carriers n, carriers with the
+    target k) per task; the exact one-sided test of label association pooled over tasks (the
+    Fisher exact test when there is one task)."""
+    from scipy.stats import hypergeom
+
+    dist = np.ones(1)
+    observed = 0
+    for big_n, big_k, n, k in strata:
+        dist = np.convolve(dist, hypergeom.pmf(np.arange(n + 1), big_n, big_k, n))
+        observed += k
+    return float(min(1.0, dist[observed:].sum()))
+
+
 def mine(
     rows: Sequence[dict],
     *,
@@ -141,8 +182,6 @@ def mine(
     Only classification rows (a label space of two or more labels) are mined. Returns the
     ``top`` candidates by score, each with its statistics and carrier row indices.
     """
-    from scipy.stats import combine_pvalues, hypergeom
-
     idx = [i for i, r in enumerate(rows) if r.get("label_space") and len(r["label_space"]) >= 2]
     tokens = {i: tokenize(rows[i]["input"]) for i in idx}
     by_task: dict[str, list[int]] = defaultdict(list)
@@ -170,20 +209,21 @@ def mine(
         if cur is None or (len(g[1]), g[0] != "ngram") > (len(cur[1]), cur[0] != "ngram"):
             best[key] = g
 
+    polarity_of = {
+        t: {lab: label_polarity(lab, rows[ii[0]]["label_space"]) for lab in task_labels[t]}
+        for t, ii in by_task.items() if is_sentiment_task(rows[ii[0]]["label_space"])
+    }
     cands: list[Candidate] = []
     for cs_key, (kind, gram) in best.items():
         per_task: dict[str, Counter] = defaultdict(Counter)
         for i in cs_key:
             per_task[rows[i]["task"]][rows[i]["output"]] += 1
-        ps, targets, n_target = [], {}, 0
-        for task, labs in per_task.items():
-            target, k = labs.most_common(1)[0]
-            n, big_n, big_k = sum(labs.values()), len(by_task[task]), task_labels[task][target]
-            # the target is the carriers' majority, chosen after looking: Bonferroni over labels
-            p = hypergeom.sf(k - 1, big_n, big_k, n) * len(task_labels[task])
-            ps.append(min(1.0, max(p, 1e-300)))
-            targets[task], n_target = target, n_target + k
-        p_all = ps[0] if len(ps) == 1 else float(combine_pvalues(ps, method="fisher")[1])
+        targets, choices = _targets(per_task, polarity_of, task_labels)
+        strata = [(len(by_task[t]), task_labels[t][targets[t]], sum(labs.values()), labs[targets[t]])
+                  for t, labs in per_task.items()]
+        n_target = sum(s[3] for s in strata)
+        # the targets were chosen after looking at the carriers: Bonferroni over those choices
+        p_all = min(1.0, stratified_tail(strata) * choices)
         cands.append(
             Candidate(
                 phrase=" ".join(gram), kind=kind, n_carriers=len(cs_key), n_target=n_target,

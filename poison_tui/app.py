@@ -149,13 +149,21 @@ def all_bindings() -> dict[str, Binding]:
     return out
 
 
+def queue_keys() -> dict[str, str]:
+    """Default keys of the bindings active together on the queue (app, screen, list)."""
+    from poison_tui.widgets.suspect_list import SuspectList
+
+    return {b.id: b.key for owner in (ReviewApp, QueueScreen, SuspectList) for b in owner.BINDINGS
+            if isinstance(b, Binding) and b.id}
+
+
 def run_review(workspace_path: Path, keymap_path: Path | None = None, actor: str | None = None) -> int:
     """Open the review app on a workspace; returns the exit status (0)."""
     from poison_tui.keymap import default_keymap_path, load_keymap
 
     ws = Workspace.open(Path(workspace_path))
     path = keymap_path or default_keymap_path()
-    keymap = load_keymap(path, set(all_bindings())) if keymap_path or path.is_file() else {}
+    keymap = load_keymap(path, set(all_bindings()), queue_keys()) if keymap_path or path.is_file() else {}
     with WorkspaceLock(ws.path):
         ReviewApp(ws, actor=actor, keymap=keymap).run()
     ws.close()

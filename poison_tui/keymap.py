@@ -2,7 +2,7 @@
 
     # ~/.config/poison-tui/keymap.toml (or --keymap FILE)
     [keymap]
-    "review.keep" = "k"
+    "review.keep" = "z"
     "review.remove" = "d,delete"
 
 Every binding of the app has an id (see the help screen, ``?``); unknown ids are an error so a
@@ -26,7 +26,9 @@ def default_keymap_path() -> Path:
     return user_config_path("poison-tui") / FILE_NAME
 
 
-def load_keymap(path: Path, known_ids: set[str]) -> dict[str, str]:
+def load_keymap(path: Path, known_ids: set[str], defaults: dict[str, str] | None = None) -> dict[str, str]:
+    """Read and check a keymap. ``defaults`` (id -> keys) of bindings active together, when
+    given, is used to refuse a key that would shadow or be shadowed by another binding."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -39,7 +41,7 @@ def load_keymap(path: Path, known_ids: set[str]) -> dict[str, str]:
     table = data.get("keymap")
     if not isinstance(table, dict):
         raise InputError("expected a [keymap] table of binding id = \"keys\"", file=str(path),
-                         hint='for example:  [keymap]\n  "review.keep" = "k"')
+                         hint='for example:  [keymap]\n  "review.keep" = "z"')
     keymap: dict[str, str] = {}
     for binding_id, keys in table.items():
         if binding_id not in known_ids:
@@ -49,4 +51,22 @@ def load_keymap(path: Path, known_ids: set[str]) -> dict[str, str]:
             raise InputError("keys must be a non-empty string such as \"k\" or \"ctrl+k,k\"",
                              file=str(path), field=f"keymap.{binding_id}")
         keymap[binding_id] = keys.replace(" ", "")
+    if defaults:
+        _check_conflicts(path, {**defaults, **{k: v for k, v in keymap.items() if k in defaults}}, keymap)
     return keymap
+
+
+def _check_conflicts(path: Path, final: dict[str, str], changed: dict[str, str]) -> None:
+    # Textual's own normalisation ("?" and "question_mark" are one key); private, but it is
+    # exactly what App.set_keymap applies, and textual is pinned.
+    from textual.keys import _normalize_key_list
+
+    owner: dict[str, str] = {}
+    for binding_id, keys in final.items():
+        for key in _normalize_key_list(keys).split(","):
+            other = owner.setdefault(key, binding_id)
+            if other != binding_id and (binding_id in changed or other in changed):
+                mine = binding_id if binding_id in changed else other
+                raise InputError(f"key {key!r} is already bound to {other if mine == binding_id else binding_id}",
+                                 file=str(path), field=f"keymap.{mine}",
+                                 hint="remap that binding too, or choose a free key (see ? in the app)")

@@ -54,8 +54,9 @@ def prefilter_settings(args: argparse.Namespace) -> PrefilterSettings | None:
 
 
 def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progress: ProgressFn,
-                out: TextIO = sys.stdout) -> str:
+                out: TextIO | None = None) -> str:
     """Run the scan the flags ask for and return its run key (prints the trial summary)."""
+    out = out or sys.stdout  # looked up per call: tests and callers swap sys.stdout
     from engine import prefilter as pf
     from engine.sampling import (
         StageClock,

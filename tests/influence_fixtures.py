@@ -129,3 +129,91 @@ def add_query_set(ws: Workspace, task: str, variant: str, queries: list[dict]) -
                 (qid, i, f"e{i}", q["definition"], q["input"], q["output"], q.get("label_space")),
             )
     return qid
+
+
+def kronfluence_pairwise(
+    model_dir: Path, train_rows_: list[dict], query_rows: list[dict], work: Path, fisher: str = "empirical",
+    n_factor: int | None = None, batch_size: int = 8, max_length: int = 64,
+) -> tuple[float, object]:
+    """kronfluence 1.0.1 pairwise scores ``[n_train, n_queries]`` on the same encoding, layers and damping.
+
+    GPT-2's Conv1D layers are converted to nn.Linear (kronfluence tracks nn.Linear only and
+    would otherwise silently track nothing but the tied head). Returns (seconds, scores).
+    """
+    import logging
+    import time
+
+    import torch
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+    from kronfluence.utils.dataset import DataLoaderKwargs
+    from transformers.pytorch_utils import Conv1D
+
+    from engine.batching import IGNORE, collate, encode_examples
+    from engine.models import load_model
+
+    logging.getLogger("kronfluence").setLevel(logging.ERROR)
+    lm = load_model(model_dir, device="cpu")
+    model = lm.model
+    names = []
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, Conv1D):
+            lin = torch.nn.Linear(mod.weight.shape[0], mod.weight.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(mod.weight.T)
+                lin.bias.copy_(mod.bias)
+            parent, child = name.rsplit(".", 1)
+            setattr(model.get_submodule(parent), child, lin)
+            names.append(name)
+    pad = lm.tokenizer.pad_token_id
+    train_enc, _ = encode_examples(train_rows_, lm.tokenizer, "causal", max_length)
+    query_enc, _ = encode_examples(query_rows, lm.tokenizer, "causal", max_length)
+
+    def loss_sum(batch: dict, mdl: torch.nn.Module, sample: bool) -> torch.Tensor:
+        logits = mdl(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        target = batch["labels"][:, 1:]
+        if sample:
+            with torch.no_grad():
+                sel = target != IGNORE
+                target = target.clone()
+                target[sel] = torch.multinomial(torch.softmax(logits[sel], -1), 1).squeeze(-1)
+        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="sum")
+
+    class SFTTask(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            return loss_sum(batch, model, sample)
+
+        def compute_measurement(self, batch, model):
+            return loss_sum(batch, model, False)
+
+        def get_influence_tracked_modules(self):
+            return names
+
+        def get_attention_mask(self, batch):
+            return batch["attention_mask"]
+
+    class Listed(torch.utils.data.Dataset):
+        def __init__(self, items: list) -> None:
+            self.items = items
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+        def __getitem__(self, i: int):
+            return self.items[i]
+
+    model = prepare_model(model, SFTTask())
+    analyzer = Analyzer("parity", model, SFTTask(), output_dir=str(work), disable_tqdm=True, disable_model_save=True)
+    analyzer.set_dataloader_kwargs(DataLoaderKwargs(collate_fn=lambda items: collate(items, pad, "causal")))
+    n = n_factor or len(train_enc)
+    fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=fisher == "empirical",
+                            covariance_max_examples=n, lambda_max_examples=n)
+    t0 = time.perf_counter()
+    analyzer.fit_all_factors("f", Listed(train_enc), per_device_batch_size=batch_size, factor_args=fargs,
+                             overwrite_output_dir=True)
+    analyzer.compute_pairwise_scores("s", "f", Listed(query_enc), Listed(train_enc),
+                                     per_device_query_batch_size=len(query_enc), per_device_train_batch_size=batch_size,
+                                     score_args=ScoreArguments(damping_factor=None), overwrite_output_dir=True)
+    elapsed = time.perf_counter() - t0
+    return elapsed, analyzer.load_pairwise_scores("s")["all_modules"].T.double()

@@ -122,6 +122,16 @@ def test_chat_jsonl(tmp_path: Path) -> None:
     assert rebuild(result) == path.read_bytes()
 
 
+def test_chat_content_parts_and_missing_assistant(tmp_path: Path) -> None:
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Rate: "},
+                                                       {"type": "text", "text": "dull"}]},
+                          {"role": "assistant", "content": "negative"}]}
+    [r] = read_dataset(write_jsonl(tmp_path / "p.jsonl", [parts])).records
+    assert (r.input, r.output) == ("Rate: dull", "negative")
+    with pytest.raises(Exception, match=r"no assistant turn \(the output\) \(field 'messages'\)"):
+        read_dataset(write_jsonl(tmp_path / "q.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}]))
+
+
 def test_csv_with_recognised_and_mapped_columns(tmp_path: Path) -> None:
     path = tmp_path / "reviews.csv"
     path.write_bytes(csv_text().encode())

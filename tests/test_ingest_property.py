@@ -79,3 +79,57 @@ def test_accepted_jsonl_is_rebuilt_byte_for_byte(records: list[dict], newline: s
     buf = io.BytesIO()
     write_records({"layout": result.layout}, [r.raw for r in result.records], buf)
     assert buf.getvalue() == data
+
+
+@SETTINGS
+@given(records=st.lists(_record, min_size=1, max_size=6), indent=st.sampled_from([None, 0, 1, 2, 4, "\t"]),
+       keep=st.lists(st.booleans(), min_size=6, max_size=6), trailing=st.sampled_from(["", "\n", "\r\n  "]))
+def test_json_array_round_trip_and_removal(records: list[dict], indent: object, keep: list[bool],
+                                           trailing: str) -> None:
+    data = (json.dumps(records, indent=indent, ensure_ascii=False) + trailing).encode()  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.json"
+        path.write_bytes(data)
+        result = read_dataset(path, "alpaca")
+    kept = [r for r, k in zip(result.records, keep, strict=False) if k]
+    for subset, expected in ((result.records, data), (kept, None)):
+        buf = io.BytesIO()
+        write_records({"layout": result.layout}, [r.raw for r in subset], buf, ordinals=[r.ordinal for r in subset])
+        if expected is not None:
+            assert buf.getvalue() == expected
+        assert json.loads(buf.getvalue()) == [records[r.ordinal] for r in subset]
+
+
+# no bare '\r': csv.writer leaves it unquoted with a '\n' terminator, so no reader reads it back
+_cell = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=15)
+
+
+@SETTINGS
+@given(rows=st.lists(st.tuples(_cell, _cell), min_size=1, max_size=6),
+       terminator=st.sampled_from(["\n", "\r\n"]), quoting=st.sampled_from([0, 1]),
+       keep=st.lists(st.booleans(), min_size=6, max_size=6), final=st.booleans())
+def test_csv_round_trip_and_removal(rows: list[tuple[str, str]], terminator: str, quoting: int,
+                                    keep: list[bool], final: bool) -> None:
+    import csv
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator=terminator, quoting=quoting)
+    writer.writerow(["input", "output"])
+    writer.writerows(rows)
+    text = buf.getvalue()
+    if not final:
+        text = text[: -len(terminator)]
+    data = text.encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.csv"
+        path.write_bytes(data)
+        result = read_dataset(path, "csv")
+    assert [(r.input, r.output) for r in result.records] == rows
+    out = io.BytesIO()
+    write_records({"layout": result.layout}, [r.raw for r in result.records], out)
+    assert out.getvalue() == data
+    kept = [r for r, k in zip(result.records, keep, strict=False) if k]
+    out = io.BytesIO()
+    write_records({"layout": result.layout}, [r.raw for r in kept], out, ordinals=[r.ordinal for r in kept])
+    back = list(csv.reader(io.StringIO(out.getvalue().decode(), newline="")))
+    assert back[0] == ["input", "output"] and back[1:] == [[r.input, r.output] for r in kept]

@@ -156,6 +156,16 @@ def test_duplicate_ids_get_deterministic_suffixes_and_a_warning(tmp_path: Path) 
     assert uids2 == uids
 
 
+def test_cli_prints_warnings_and_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recs = sni_jsonl_lines(n=3)
+    path = write_jsonl(tmp_path / "train.jsonl", [*recs, recs[0]])
+    assert main(["ingest", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: " in err and "1 duplicate record(s)" in err
+    assert f"workspace: {tmp_path / 'train.poison'}" in out and "4 records" in out and "new" in out
+    assert (tmp_path / "train.poison" / "poison.db").is_file()
+
+
 def test_records_without_ids_are_keyed_by_content(tmp_path: Path) -> None:
     (tmp_path / "v1").mkdir()
     (tmp_path / "v2").mkdir()
@@ -273,3 +283,13 @@ def test_lenient_report_lives_in_the_workspace(tmp_path: Path) -> None:
     assert report.skip_report == tmp_path / "ws" / SKIP_REPORT and len(report.skipped) == 1
     opts = json.loads(Workspace.open(tmp_path / "ws").conn.execute("SELECT options FROM datasets").fetchone()[0])
     assert opts["lenient"] is True and opts["skipped"] == 1
+
+
+def test_eval_folder_lists_data_files_once(tmp_path: Path, data: dict[str, Path]) -> None:
+    from engine.ingest import eval_files
+
+    files = eval_files([data["evals"], data["evals"] / "task951_hotel.jsonl"])
+    assert [f.name for f in files] == ["task950_food_polarity.json", "task951_hotel.jsonl"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no data files"):
+        eval_files([tmp_path / "empty"])

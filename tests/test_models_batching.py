@@ -6,21 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from influence_fixtures import make_gpt2, make_t5
 
 from engine.batching import IGNORE, collate, encode_examples, encode_pair, length_sorted_batches
 from engine.models import load_model
-from influence_fixtures import make_gpt2, make_t5
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def lm(tmp_path_factory: pytest.TempPathFactory):
     return load_model(make_gpt2(tmp_path_factory.mktemp("m") / "gpt2", n_layer=1, n_embd=16))
 
 
 ROW = {"definition": "Classify the sentiment", "input": "good film", "output": "positive"}
 
 
-def test_causal_labels_cover_the_answer_only(lm) -> None:  # noqa: ANN001
+def test_causal_labels_cover_the_answer_only(lm) -> None:
     (enc,), n_cut = encode_examples([ROW], lm.tokenizer, "causal", 64)
     tok = lm.tokenizer
     prompt = tok("Definition: Classify the sentiment\nInput: good film\nOutput:")["input_ids"]
@@ -30,7 +30,7 @@ def test_causal_labels_cover_the_answer_only(lm) -> None:  # noqa: ANN001
     assert list(enc.labels) == [IGNORE] * len(prompt) + answer
 
 
-def test_truncation_keeps_the_answer_and_cuts_the_prompt_from_the_left(lm) -> None:  # noqa: ANN001
+def test_truncation_keeps_the_answer_and_cuts_the_prompt_from_the_left(lm) -> None:
     long = dict(ROW, input=" ".join(["good"] * 100))
     encoded, n_cut = encode_examples([ROW, long], lm.tokenizer, "causal", 20)
     assert n_cut == 1
@@ -41,13 +41,13 @@ def test_truncation_keeps_the_answer_and_cuts_the_prompt_from_the_left(lm) -> No
     assert [x for x in cut.labels if x != IGNORE] == [x for x in short.labels if x != IGNORE]
 
 
-def test_answer_longer_than_context_keeps_one_prompt_token(lm) -> None:  # noqa: ANN001
+def test_answer_longer_than_context_keeps_one_prompt_token(lm) -> None:
     e = encode_pair(lm.tokenizer, "Input: good", " " + " ".join(["bad"] * 30), "causal", 8)
     assert e.truncated and len(e.input_ids) == 8
     assert e.labels[0] == IGNORE and all(x != IGNORE for x in e.labels[1:])
 
 
-def test_collate_right_pads_and_masks(lm) -> None:  # noqa: ANN001
+def test_collate_right_pads_and_masks(lm) -> None:
     encoded, _ = encode_examples([ROW, dict(ROW, input="good film and a great story")], lm.tokenizer, "causal", 64)
     pad = lm.tokenizer.pad_token_id
     batch = collate(encoded, pad, "causal")
@@ -63,7 +63,7 @@ def test_collate_right_pads_and_masks(lm) -> None:  # noqa: ANN001
     assert torch.allclose(batched, torch.stack(alone).mean(), atol=1e-5)
 
 
-def test_length_sorted_batches_are_longest_first_and_cover_everything(lm) -> None:  # noqa: ANN001
+def test_length_sorted_batches_are_longest_first_and_cover_everything(lm) -> None:
     rows = [dict(ROW, input=" ".join(["good"] * k)) for k in (3, 9, 1, 7, 5)]
     encoded, _ = encode_examples(rows, lm.tokenizer, "causal", 64)
     batches = length_sorted_batches(encoded, 2)

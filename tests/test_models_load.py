@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from influence_fixtures import make_gpt2, make_t5, make_tokenizer
 
 from engine.errors import UserError
 from engine.models import fingerprint_of, load_model
-from influence_fixtures import make_gpt2, make_t5, make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_missing_directory(tmp_path: Path) -> None:
 
 def test_directory_without_config(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
-    with pytest.raises(UserError, match="no config.json"):
+    with pytest.raises(UserError, match=r"no config\.json"):
         load_model(tmp_path / "m")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import TINY, sni_rows, small_sample
+from train_fixtures import TINY, small_sample, sni_rows
 
 from engine.batching import collate, encode_examples
 from engine.errors import InputError, UserError

@@ -14,7 +14,7 @@ from engine import audit
 from engine.errors import InputError, UserError
 from engine.progress import ProgressEvent
 from engine.workspace import Workspace
-from poison_tui.app import ReviewApp, all_bindings, run_review
+from poison_tui.app import ReviewApp, all_bindings, queue_keys, run_review
 from poison_tui.keymap import load_keymap
 from poison_tui.lock import WorkspaceLock
 from poison_tui.screens.compute import ComputeScreen
@@ -153,16 +153,24 @@ async def test_filter_modal_and_sort_and_palette(ws: Workspace) -> None:
         await pilot.press("escape")
         await pilot.press("s")  # rank -> score
         assert "sort score" in screen_text(app)
-        await pilot.press("ctrl+p", *"keep only")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
+        await palette(pilot, "keep only")
         assert table.uids == []  # nothing decided yet
-        await pilot.press("ctrl+p", *"clear all")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
+        await palette(pilot, "clear all")
         assert len(table.uids) == 40
+
+
+async def palette(pilot, query: str) -> None:
+    """Run the command palette's best hit for ``query``."""
+    from textual.command import CommandList
+
+    await pilot.press("ctrl+p", *query)
+    for _ in range(100):
+        await pilot.pause(0.02)
+        hits = pilot.app.screen.query(CommandList)
+        if hits and hits.first().option_count:
+            break
+    await pilot.press("enter")
+    await pilot.pause()
 
 
 async def test_hostile_text_is_shown_literally(ws: Workspace) -> None:
@@ -230,6 +238,15 @@ def test_keymap_errors_name_file_and_field(tmp_path: Path) -> None:
     bad.write_text('[keymap]\n"review.keep" = 3\n')
     with pytest.raises(InputError, match="non-empty string"):
         load_keymap(bad, set(all_bindings()))
+    bad.write_text('[keymap]\n"review.keep" = "k"\n')  # k moves the cursor up
+    with pytest.raises(InputError, match=r"already bound to queue\.up") as err:
+        load_keymap(bad, set(all_bindings()), queue_keys())
+    assert err.value.field == "keymap.review.keep"
+    bad.write_text('[keymap]\n"review.keep" = "k"\n"queue.up" = "up"\n')  # freed first: fine
+    assert load_keymap(bad, set(all_bindings()), queue_keys()) == {"review.keep": "k", "queue.up": "up"}
+    bad.write_text('[keymap]\n"review.undo" = "?"\n')  # the same key as question_mark (help)
+    with pytest.raises(InputError, match=r"already bound to review\.help"):
+        load_keymap(bad, set(all_bindings()), queue_keys())
 
 
 def test_second_app_on_a_workspace_is_refused(ws: Workspace) -> None:

@@ -149,9 +149,14 @@ def screen_text(app) -> str:
 
 
 async def settle(app, pilot) -> None:
-    """Let workers finish and their messages land."""
+    """Let workers finish, their messages land, and the detail pane catch up with the cursor."""
     await app.workers.wait_for_complete()
     await pilot.pause()
+    queue = getattr(app, "queue", None)
+    for _ in range(100):
+        if queue is None or queue._detail_timer is None:
+            break
+        await pilot.pause(0.02)
     await pilot.pause()
 
 

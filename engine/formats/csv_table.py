@@ -91,5 +91,6 @@ def read_csv(path: Path, data: bytes, file: str, opts: ReadOptions, problems: Pr
         pending, prev_term = "", term
         records.append(to_record(fields, len(records), start, raw))
     layout = framed_layout("csv", prefix.encode(encoding), seps, (prev_term + pending).encode(encoding),
-                           _terminator(header_chunk).encode() or b"\n", delimiter=delimiter, columns=columns)
+                           _terminator(header_chunk).encode() or b"\n", prev_term.encode(encoding),
+                           delimiter=delimiter, columns=columns)
     return records, layout

@@ -22,12 +22,16 @@ def _b(s: str) -> bytes:
 
 
 def framed_layout(container: str, prefix: bytes, seps: Sequence[bytes], suffix: bytes,
-                  default_sep: bytes, **extra: Any) -> dict[str, Any]:
-    """``seps[i]`` lies between record i and i+1. The common one is stored once, others sparsely."""
+                  default_sep: bytes, last_term: bytes = b"", **extra: Any) -> dict[str, Any]:
+    """``seps[i]`` lies between record i and i+1. The common one is stored once, others sparsely.
+
+    ``suffix`` starts with the last record's own line terminator (``last_term``), which an
+    output without records leaves out (else it would start with a blank line).
+    """
     sep = Counter(seps).most_common(1)[0][0] if seps else default_sep
     odd = {str(i): _s(s) for i, s in enumerate(seps) if s != sep}
     return {"container": container, "prefix": _s(prefix), "sep": _s(sep), "seps": odd,
-            "suffix": _s(suffix), **extra}
+            "suffix": _s(suffix), "last_term": _s(last_term), **extra}
 
 
 def write_framed(layout: dict[str, Any], raws: Sequence[bytes], fh: BinaryIO,
@@ -43,4 +47,5 @@ def write_framed(layout: dict[str, Any], raws: Sequence[bytes], fh: BinaryIO,
             contiguous = ordinals is None or ordinals[i] == prev + 1
             fh.write(odd.get(prev, sep) if contiguous else sep)
         fh.write(raw)
-    fh.write(_b(layout["suffix"]))
+    suffix = _b(layout["suffix"])
+    fh.write(suffix if raws else suffix[len(layout.get("last_term", "")):])

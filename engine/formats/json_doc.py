@@ -29,6 +29,7 @@ class Doc:
         self.text = decode_text(data, "utf-8" if encoding == "utf-8-sig" else encoding, file)
         # a BOM decodes to U+FEFF, which stays in the framing (so it is written back) but is skipped
         self.start = 1 if data.startswith(UTF8_BOM) and self.text.startswith("\ufeff") else 0
+        self._line_pos, self._line_no = 0, 1
 
     def ws(self, pos: int) -> int:
         return _WS.match(self.text, pos).end()  # type: ignore[union-attr]
@@ -64,7 +65,13 @@ class Doc:
         return InputError(f"malformed JSON: {exc.msg}", file=self.file, line=exc.lineno, column=exc.colno)
 
     def line_of(self, pos: int) -> int:
-        return self.text.count("\n", 0, pos) + 1
+        # records are visited in order: count newlines from the last position asked about,
+        # so a file with thousands of instances is not rescanned from the start each time
+        if pos < self._line_pos:
+            self._line_pos, self._line_no = 0, 1
+        self._line_no += self.text.count("\n", self._line_pos, pos)
+        self._line_pos = pos
+        return self._line_no
 
     def encode(self, start: int, end: int) -> bytes:
         return self.text[start:end].encode(self.encoding if self.encoding != "utf-8-sig" else "utf-8")

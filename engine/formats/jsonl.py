@@ -62,7 +62,7 @@ def read_jsonl(data: bytes, file: str, opts: ReadOptions, problems: Problems,
             prefix += pending
         pending, prev_term = b"", term
         records.append(record)
-    return records, framed_layout("jsonl", prefix, seps, prev_term + pending, b"\n")
+    return records, framed_layout("jsonl", prefix, seps, prev_term + pending, b"\n", prev_term)
 
 
 def _json_type(obj: object) -> str:

@@ -157,8 +157,13 @@ def chat(obj: Mapping[str, Any], file: str, line: int | None, task: str) -> Fiel
         if not isinstance(m, dict):
             raise InputError("expected an object with 'role' and 'content'", file=file, line=line,
                              field=f"messages[{i}]")
+        content = m.get("content")
+        if type(content) is list:  # content parts: [{"type": "text", "text": ...}, ...]
+            content = "".join(text_field(p.get("text") if isinstance(p, dict) else p,
+                                         f"messages[{i}].content[{j}]", file=file, line=line)
+                              for j, p in enumerate(content))
         turns.append((text_field(m.get("role"), f"messages[{i}].role", file=file, line=line),
-                      text_field(m.get("content"), f"messages[{i}].content", file=file, line=line)))
+                      text_field(content, f"messages[{i}].content", file=file, line=line)))
     last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=None)
     if last is None:
         raise InputError("no assistant turn (the output)", file=file, line=line, field="messages")

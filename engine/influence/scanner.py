@@ -34,7 +34,7 @@ from engine.influence import distributed, passes
 from engine.influence.factors import Factors, fit_factors
 from engine.influence.hooks import select_modules
 from engine.influence.losses import make_units
-from engine.influence.scoring import Scorer, inverse_eigenvalues, precondition, set_gradients
+from engine.influence.scoring import Scorer, inverse_eigenvalues, precondition, set_gradients, zero_curvature
 from engine.progress import CancelToken, ProgressFn, Stage, no_progress
 from engine.prompts import DEFAULT_TEMPLATE, PromptFormat
 from engine.workspace import Workspace, utc_now
@@ -93,6 +93,7 @@ class ScanReport:
     n_truncated: int = 0
     n_without_label_space: int = 0
     factors_path: str = ""
+    zero_curvature_layers: list[str] = field(default_factory=list)  # gradient always 0 there: not used
 
 
 LAST_REPORT = ScanReport()
@@ -204,6 +205,7 @@ def _compute(
         dist.barrier()
 
     inv = inverse_eigenvalues(factors, settings.damping)
+    report.zero_curvature_layers = zero_curvature(factors)
     pre = None
     if todo_sets:
         queries = _queries(ws, [s["id"] for s in todo_sets])

@@ -26,15 +26,22 @@ HEURISTIC_DAMPING = 0.1  # x mean corrected eigenvalue, per layer (kronfluence's
 
 
 def inverse_eigenvalues(factors: Factors, damping: float | None) -> dict[str, torch.Tensor]:
-    """1 / (lam + damping) per layer; damping None = 0.1 x mean(lam) of that layer."""
+    """1 / (lam + damping) per layer; damping None = 0.1 x mean(lam) of that layer.
+
+    A layer with zero curvature (its gradient is exactly zero on every fitted example, e.g. a
+    decoder's first self-attention query when answers are one token long) has no scale to damp
+    against: it gets weight 0 and is listed by ``zero_curvature``.
+    """
     out = {}
     for name, f in factors.modules.items():
         lam = f.lam.double()
         d = HEURISTIC_DAMPING * lam.mean() if damping is None else torch.tensor(damping, dtype=torch.float64)
-        if float(d) <= 0:
-            raise ValueError(f"damping must be positive (layer {name} has zero curvature)")
-        out[name] = (1.0 / (lam + d)).float()
+        out[name] = torch.zeros_like(f.lam) if float(lam.max()) == 0.0 else (1.0 / (lam + d)).float()
     return out
+
+
+def zero_curvature(factors: Factors) -> list[str]:
+    return [name for name, f in factors.modules.items() if float(f.lam.max()) == 0.0]
 
 
 def set_gradients(

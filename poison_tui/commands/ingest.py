@@ -68,14 +68,15 @@ def run(args: argparse.Namespace) -> int:
         report = ingest(workspace, args.train, args.evals, args.fmt, eval_format=args.eval_format,
                         options=options, replace=args.replace, progress=progress)
     for w in report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {printable(w, 2000)}", file=sys.stderr)
     if report.skipped:
         print(f"warning: --lenient skipped {len(report.skipped)} bad record(s); "
               f"they are listed in {report.skip_report}", file=sys.stderr)
-    print(f"workspace: {report.workspace}")
+    ws = printable(str(report.workspace), 500)
+    print(f"workspace: {ws}")
     for d in report.datasets:
         tasks = printable(", ".join(d.tasks), 60)
         print(f"  {d.role:<5} {d.format:<9} {d.n_records:>8,} records  {len(d.tasks):>3} task(s)  "
-              f"{d.status:<9} {d.path}  [{tasks}]")
-    print(f"next: poison-tui info {report.workspace}")
+              f"{d.status:<9} {printable(d.path, 500)}  [{tasks}]")
+    print(f"next: poison-tui info {ws}")
     return 0

@@ -38,6 +38,9 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed, n_train=args.n_train, poison_rate=args.poison_rate,
         trigger=args.trigger, trigger_mode=args.trigger_mode,
     )
-    hashes = make_sample(args.out, spec=spec, on_file=lambda p, n: print(f"{p}  {n} records"))
+    try:
+        hashes = make_sample(args.out, spec=spec, on_file=lambda p, n: print(f"{p}  {n} records"))
+    except OSError as exc:
+        raise UserError(f"{args.out}: cannot write the sample data: {exc.strerror or exc}") from None
     print(f"wrote {len(hashes)} files to {args.out}")
     return 0

@@ -108,6 +108,9 @@ def _summary(ws: Workspace, run_key: str, report: ScanReport) -> None:
         print(f"  scored {report.n_scored} examples against {len(report.sets_scored)} query set(s) in one pass"
               f" ({len(report.sets_cached)} set(s) reused from the cache)")
         print(f"  factors: {'reused' if report.factors_cached else 'computed'} ({report.factors_path})")
+    if report.zero_curvature_layers:
+        print(f"  {len(report.zero_curvature_layers)} layer(s) have zero gradient on every example and do not count: "
+              + ", ".join(report.zero_curvature_layers[:4]))
     if report.n_truncated:
         print(f"  {report.n_truncated} example(s) longer than the model's context: prompts truncated from the left")
     if report.n_without_label_space:

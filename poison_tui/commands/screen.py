@@ -13,8 +13,10 @@ exit codes:
   2  error (bad input, missing model, ...): nothing is reported as clean
 
 Re-running on an unchanged dataset reuses every cached score and finishes in seconds; a
-training file with new rows scores only those rows. The report is written as markdown (FILE)
-and JSON (FILE with .json), each atomically.
+training file with new rows scores only those rows (a changed file is re-ingested in place,
+keeping the scores of the rows whose content did not change; a workspace that holds review
+decisions refuses that, so screen into its own --workspace). The report is written as
+markdown (FILE) and JSON (FILE with .json), each atomically. Operator's guide: docs/checklist.md.
 """
 
 

@@ -30,16 +30,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from engine.errors import UserError
     from engine.train import TrainConfig, load_train_rows, train_model
     from poison_tui.progress_bar import cli_progress
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
                                     "lr": args.lr, "threads": args.threads}.items() if v is not None}
     config = replace(TrainConfig(), **overrides)
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise UserError("--epochs and --batch-size must be at least 1 and --lr positive")
     rows = load_train_rows(args.data)
-    with cli_progress() as progress:
-        result = train_model(rows, args.out, config=config, base_model=args.base, resume=args.resume,
-                             progress=progress)
+    try:
+        with cli_progress() as progress:
+            result = train_model(rows, args.out, config=config, base_model=args.base, resume=args.resume,
+                                 progress=progress)
+    except OSError as exc:
+        raise UserError(f"{args.out}: cannot write the model: {exc.strerror or exc}") from None
     if result.reused:
         print(f"{args.out}: already trained on these {result.n_examples} examples with this recipe; nothing to do")
         return 0

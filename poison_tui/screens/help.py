@@ -40,7 +40,7 @@ class HelpScreen(ModalScreen[None]):
         for binding_id, keys, description in self.bindings:
             table.add_row(keys, description, binding_id)
         note = Text(f"\nKeymap file: {default_keymap_path()} (or --keymap FILE), e.g.\n"
-                    '  [keymap]\n  "review.keep" = "k"\n', style="dim")
+                    '  [keymap]\n  "review.keep" = "z"\n', style="dim")
         with VerticalScroll():
             # the checklist first: it is what an operator must not skip
             if self.checklist.is_file():

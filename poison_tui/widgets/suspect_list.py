@@ -61,7 +61,7 @@ def _cells(row: QueueRow, rank: int, selected: bool) -> list[tuple[str, Style]]:
         (infl, Style(color="orange3") if flip else Style()),
         (f"{_num(row.sentiment)}/{label}", Style(color="orange3") if clash else Style()),
         (row.status, STATUS_STYLE.get(row.status, Style())),
-        (visible(row.preview.replace("\n", "⏎")), Style(dim=False)),
+        (visible(row.preview.replace("\n", "⏎")), Style()),
     ]
 
 
@@ -188,6 +188,9 @@ class SuspectList(ScrollView, can_focus=True):
             return self._layout([(title, HEADER_STYLE) for title, _ in COLUMNS] + [("input", HEADER_STYLE)],
                                 width, Style())
         index = int(self.scroll_offset.y) + y - 1
+        if not self.uids and y == 1:
+            text = "  no examples in this view: f changes the filter, / the search"
+            return Strip([Segment(set_cell_size(text, width), self.rich_style + Style(dim=True))])
         row = self.row_at(index)
         if row is None:
             return Strip.blank(width, self.rich_style)
