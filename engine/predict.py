@@ -17,6 +17,7 @@ stored in SQLite) and, for scoring, ``output`` (the gold label).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -181,8 +182,8 @@ def retrain_check(
     """Train with the same recipe and seed on ``train_rows`` minus ``remove_uids``; measure.
 
     ``train_rows`` need a ``uid``; unknown uids in ``remove_uids`` are an error (a typo must not
-    pass as "removed nothing"). ``out_dir`` is resumable and reused when already trained on the
-    same rows, so re-running a comparison costs nothing. ``config`` is an
+    pass as "removed nothing"). The model goes to ``out_dir/removed-<n>-<hash of the set>/``,
+    resumable and reused when already trained, so re-running a comparison costs nothing. ``config`` is an
     ``engine.train.TrainConfig`` (default: the demo recipe).
     """
     from engine.models import load_model
@@ -194,15 +195,19 @@ def retrain_check(
         raise UserError(f"{len(unknown)} uid(s) to remove are not training rows, e.g. {sorted(unknown)[0]}")
     remove = set(remove_uids)
     kept = [r for r in train_rows if r["uid"] not in remove]
+    # one model directory per removal set: comparing several sets, or re-running after the
+    # flagged set changed, never collides with (or silently reuses) another set's model
+    key = hashlib.sha256("\n".join(sorted(remove)).encode()).hexdigest()[:12]
+    model_dir = Path(out_dir) / f"removed-{len(remove)}-{key}"
     t0 = time.monotonic()
-    result = train_model(kept, Path(out_dir), config=config or TrainConfig(), fmt=fmt, resume=True,
+    result = train_model(kept, model_dir, config=config or TrainConfig(), fmt=fmt, resume=True,
                          progress=progress, token=token)
-    loaded = load_model(out_dir, device="cpu")
+    loaded = load_model(model_dir, device="cpu")
     return RetrainReport(
         n_train=len(kept), n_removed=len(remove),
         clean_accuracy=clean_accuracy(loaded.model, loaded.tokenizer, eval_rows, fmt=fmt),
         attack_success_rate=attack_success_rate(loaded.model, loaded.tokenizer, attack_rows, fmt=fmt),
-        model_dir=Path(out_dir), seconds=time.monotonic() - t0, reused=result.reused,
+        model_dir=model_dir, seconds=time.monotonic() - t0, reused=result.reused,
     )
 
 

@@ -98,6 +98,15 @@ class Selection:
         return self.n_train - len(self.uids)
 
 
+def original_query_sets(ws: Workspace) -> list[str]:
+    """The evaluation tasks' own query sets, which the prefilter ranks against.
+
+    Variants are derived from them (transformed or triggered copies), so ranking against the
+    originals gives the same candidates whichever variants happen to be registered yet.
+    """
+    return [r[0] for r in ws.conn.execute("SELECT id FROM query_sets WHERE variant = 'original' ORDER BY id")]
+
+
 def model_text(definition: str, input: str, output: str) -> str:
     # The text the model trains on (prompt + answer), so similarity follows what the loss sees.
     return DEFAULT_FORMAT.prompt(definition, input) + DEFAULT_FORMAT.answer(output)

@@ -78,9 +78,7 @@ def screen(opts: ScreenOptions, progress: ProgressFn = no_progress, token: Cance
     selection_id = None
     uids = None
     if opts.prefilter is not None:
-        # ranked against the tasks' own queries: the variants are derived from them
-        originals = [r[0] for r in ws.conn.execute("SELECT id FROM query_sets WHERE variant = 'original' ORDER BY id")]
-        selection = pf.select(ws, opts.prefilter, originals)
+        selection = pf.select(ws, opts.prefilter, pf.original_query_sets(ws))
         selection_id = pf.record(ws, selection)
         uids = selection.uids
     result = detect(ws, opts.model, opts.checkpoint, DetectConfig(scorer=opts.scorer), clock, token, uids=uids)

@@ -222,8 +222,11 @@ def mine(
         strata = [(len(by_task[t]), task_labels[t][targets[t]], sum(labs.values()), labs[targets[t]])
                   for t, labs in per_task.items()]
         n_target = sum(s[3] for s in strata)
-        # the targets were chosen after looking at the carriers: Bonferroni over those choices
-        p_all = min(1.0, stratified_tail(strata) * choices)
+        # the targets were chosen after looking at the carriers: Bonferroni over those choices.
+        # Below min_purity a candidate cannot be significant: p = 1 skips the exact test
+        # (conservative for the correction, and most n-grams end here)
+        pure = n_target >= min_purity * len(cs_key)
+        p_all = min(1.0, stratified_tail(strata) * choices) if pure else 1.0
         cands.append(
             Candidate(
                 phrase=" ".join(gram), kind=kind, n_carriers=len(cs_key), n_target=n_target,

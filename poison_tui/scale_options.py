@@ -26,11 +26,11 @@ ScanCall = Callable[[Sequence[str] | None, ProgressFn], str]  # (uids, progress)
 def add_prefilter_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("prefilter (score only the training examples that look like the queries)")
     g.add_argument("--prefilter", choices=("tfidf",), default=None,
-                   help="rank training examples by TF-IDF similarity to each query set and scan only the "
-                        "top candidates; the rest are marked 'not scored', never clean")
+                   help="rank training examples by TF-IDF similarity to each evaluation task's queries and "
+                        "scan only the top candidates; the rest are marked 'not scored', never clean")
     g.add_argument("--candidates", default=None, metavar="K|FRACTION",
-                   help="candidates per query set: a count (500), a fraction (0.2) or a percentage (20%%); "
-                        "the union over query sets is scanned (default with --prefilter: 0.2)")
+                   help="candidates per evaluation task: a count (500), a fraction (0.2) or a percentage "
+                        "(20%%); the union over tasks is scanned (default with --prefilter: 0.2)")
 
 
 def add_scan_scale_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,8 +54,11 @@ def prefilter_settings(args: argparse.Namespace) -> PrefilterSettings | None:
 
 
 def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progress: ProgressFn,
-                out: TextIO | None = None) -> str:
-    """Run the scan the flags ask for and return its run key (prints the trial summary)."""
+                out: TextIO | None = None, detected: bool = False) -> str:
+    """Run the scan the flags ask for and return its run key (prints the trial summary).
+
+    ``detected``: ``call`` also ran the detectors, so the trial's suspects are theirs.
+    """
     out = out or sys.stdout  # looked up per call: tests and callers swap sys.stdout
     from engine import prefilter as pf
     from engine.sampling import (
@@ -71,7 +74,7 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
     uids: list[str] | None = None
     selection_id = None
     if settings is not None:
-        selection = pf.select(ws, settings)
+        selection = pf.select(ws, settings, pf.original_query_sets(ws))
         selection_id = pf.record(ws, selection)
         uids = selection.uids
         print(f"prefilter: {len(uids)} of {selection.n_train} training examples are candidates "
@@ -79,7 +82,8 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
     sample = getattr(args, "sample", None)
     rows = training_rows(ws)
     if sample is not None:
-        pool = rows if uids is None else [r for r in rows if r.uid in set(uids)]
+        candidates = None if uids is None else set(uids)
+        pool = rows if candidates is None else [r for r in rows if r.uid in candidates]
         uids = stratified_sample(pool, sample, seed=args.sample_seed)
     clock = StageClock(progress)
     run_key = call(uids, clock)
@@ -89,17 +93,38 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
         n_target = len(rows) if settings is None else len(selection.uids)
         unscored = pf.unscored_train_uids(ws, run_key)
         if settings is not None:
-            unscored = [u for u in unscored if u in set(selection.uids)]
+            kept = set(selection.uids)
+            unscored = [u for u in unscored if u in kept]
         computed = sum(clock.done(s) for s in PER_EXAMPLE_STAGES)
         est = estimate(clock, PER_EXAMPLE_STAGES, computed, n_target, len(unscored))
         print(f"trial: {len(uids)} examples sampled across {len(strata_counts(rows, uids))} task/label strata; "
               f"{computed} computed now, the rest read from the cache", file=out)
         print(f"  time per example: {format_duration(est.per_example_s)} "
-              f"(one-off factors and queries: {format_duration(est.fixed_s)}, cached)", file=out)
+              f"(plus one-off work: {format_duration(est.fixed_s)} for model load, factors and queries; "
+              "the factors are cached)", file=out)
         print(f"  ETA for the full set: {format_duration(est.eta_s)} for {est.n_remaining} examples not yet scored",
               file=out)
-        _print_suspects(ws, run_key, uids, out)
+        _print_suspects(ws, run_key, uids, out, detected)
     return run_key
+
+
+def scaled_detect(ws: Workspace, args: argparse.Namespace,
+                  call: Callable[[Sequence[str] | None, ProgressFn], dict], progress: ProgressFn) -> dict:
+    """``poison-tui detect`` with the scale flags: ``call(uids, progress)`` runs the pipeline."""
+    from engine.errors import UserError
+
+    if args.prefilter is None and args.candidates is None and args.sample is None:
+        return call(None, progress)
+    if args.model is None:
+        raise UserError("--prefilter, --candidates and --sample restrict the influence scan: they need --model")
+    result: dict = {}
+
+    def scan_call(uids: Sequence[str] | None, prog: ProgressFn) -> str:
+        result.update(call(uids, prog))
+        return result["run_key"]
+
+    scaled_scan(ws, args, scan_call, progress, detected=True)
+    return result
 
 
 def suspects_so_far(ws: Workspace, run_key: str, uids: Sequence[str]) -> list[tuple[str, float]]:
@@ -121,13 +146,23 @@ def suspects_so_far(ws: Workspace, run_key: str, uids: Sequence[str]) -> list[tu
     return sorted(((u, scores[u]) for u in outlier_flags(scores)), key=lambda t: -t[1])
 
 
-def _print_suspects(ws: Workspace, run_key: str, uids: Sequence[str], out: TextIO) -> None:
+def _print_suspects(ws: Workspace, run_key: str, uids: Sequence[str], out: TextIO, detected: bool) -> None:
     from engine.detect import OUTLIER_RULE
     from engine.formats.base import printable
 
-    found = suspects_so_far(ws, run_key, uids)
-    print(f"  suspects so far: {len(found)} of the {len(uids)} sampled ({OUTLIER_RULE}, on mean influence)", file=out)
-    for uid, z in found[:5]:
+    default = ws.conn.execute("SELECT detector FROM detector_runs WHERE is_default = 1 AND run_key = ?",
+                              (run_key,)).fetchone() if detected else None
+    if default is not None:
+        sampled = set(uids)
+        found = [(r[0], r[1]) for r in ws.conn.execute(
+            "SELECT uid, score FROM detector_scores WHERE detector = ? AND flagged = 1 ORDER BY rank", (default[0],)
+        ) if r[0] in sampled]
+        how = f"flagged by the default detector {default[0]}"
+    else:
+        found = suspects_so_far(ws, run_key, uids)
+        how = f"{OUTLIER_RULE}, on mean influence"
+    print(f"  suspects so far: {len(found)} of the {len(uids)} sampled ({how})", file=out)
+    for uid, score in found[:5]:
         row = ws.conn.execute("SELECT task, output, input FROM examples WHERE uid = ?", (uid,)).fetchone()
-        print(f"    {uid}  z={z:+.1f}  {printable(row[0], 40)} -> {printable(row[1], 20)}: {printable(row[2], 60)}",
-              file=out)
+        print(f"    {uid}  score={score:+.2f}  {printable(row[0], 40)} -> {printable(row[1], 20)}: "
+              f"{printable(row[2], 60)}", file=out)

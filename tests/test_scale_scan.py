@@ -91,3 +91,36 @@ def test_trial_sample_then_full_run_reuses_it(tmp_path: Path, model: Path, capsy
     assert rc == 0
     assert last_report().n_scored == 36  # the trial's 12 were not computed again
     assert {k: v for k, v in scores(ws).items() if k in trial} == trial
+
+
+def test_detect_trial_sample_then_full_detect(tmp_path: Path, model: Path, capsys) -> None:
+    from scale_fixtures import screen_files
+
+    from engine.influence import last_report
+
+    train, evals = screen_files(tmp_path / "data", n_train=60, n_poison=0)
+    ws_path = tmp_path / "w.poison"
+    assert main(["ingest", str(train), "--eval", str(evals), "--workspace", str(ws_path)]) == 0
+    capsys.readouterr()
+    assert main(["detect", str(ws_path), "--model", str(model), "--sample", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "trial: 10 examples sampled across 2 task/label strata; 10 computed now" in out
+    assert "suspects so far:" in out and "flagged by the default detector" in out
+    ws = Workspace.open(ws_path)
+    run_key = ws.get_meta("detect_run_key")
+    assert len(prefilter.scored_train_uids(ws, run_key)) == 10
+    # the detectors that read influence rank the sample only; the other 50 are stored as not scored
+    n = dict(ws.conn.execute("SELECT scored, COUNT(*) FROM detector_scores WHERE detector = 'self_influence' "
+                             "GROUP BY scored").fetchall())
+    assert n == {1: 10, 0: 50}
+
+    assert main(["detect", str(ws_path), "--model", str(model)]) == 0
+    assert last_report().n_scored == 50  # the trial's 10 are reused
+    assert ws.get_meta("detect_run_key") == run_key
+    assert len(prefilter.scored_train_uids(ws, run_key)) == 60
+
+
+def test_detect_scale_flags_need_a_model(tmp_path: Path, capsys) -> None:
+    make_workspace(tmp_path / "w.poison", n_train=10).close()
+    assert main(["detect", str(tmp_path / "w.poison"), "--sample", "5"]) == 2
+    assert "need --model" in capsys.readouterr().err

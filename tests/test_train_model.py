@@ -129,3 +129,11 @@ def test_cli_trains_from_a_data_file_and_from_a_workspace(tmp_path: Path, capsys
                  "--resume"]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert main(["train", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m2")]) == 2
+    from engine.ingest import ingest
+
+    ingest(tmp_path / "ws.poison", tmp_path / "data" / "train.jsonl")
+    ws_rows = load_train_rows(tmp_path / "ws.poison")
+    assert [r["input"] for r in ws_rows] == [r["input"] for r in rows] and all(r["uid"] for r in ws_rows)
+    assert main(["train", str(tmp_path / "ws.poison"), "--out", str(tmp_path / "m"), "--epochs", "1",
+                 "--resume"]) == 0  # the same rows through the workspace: the same finished model
+    assert "nothing to do" in capsys.readouterr().out

@@ -111,7 +111,13 @@ async def test_bulk_selection_asks_with_the_count(ws: Workspace) -> None:
         await pilot.press("x", "enter", "y")
         await settle(app, pilot)
         assert "remove 3" in screen_text(app)  # header counts after the commit
+        table = app.screen.query_one(SuspectList)
+        assert table.selected == set() and table.current_uid == "ex000003"
+        await pilot.press("full_stop")  # repeats the bulk's action and reason on one row
     rows = decisions(ws)
+    assert (rows[-1]["uid"], rows[-1]["action"], rows[-1]["reason"], rows[-1]["bulk_id"]) == (
+        "ex000003", "remove", "trigger_phrase", None)
+    rows = rows[:-1]
     assert sorted(d["uid"] for d in rows) == ["ex000000", "ex000001", "ex000002"]
     assert len({d["bulk_id"] for d in rows}) == 1 and rows[0]["bulk_id"]
     assert {d["reason"] for d in rows} == {"trigger_phrase"}
@@ -406,3 +412,19 @@ async def test_default_compute_runs_the_engine(tmp_path: Path) -> None:
             "SELECT uid FROM detector_scores WHERE detector = ? AND rank IS NOT NULL ORDER BY rank", (detector,))]
         assert table.uids[:len(ranked)] == ranked
     assert ws.conn.execute("SELECT COUNT(*) FROM sentiment WHERE scorer = 'vader'").fetchone()[0] >= 30
+
+
+async def test_a_failed_write_is_never_shown_as_done(ws: Workspace) -> None:
+    # the database refuses the write (as a full disk or a broken file would)
+    ws.conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON decisions WHEN NEW.action = 'remove' "
+                    "BEGIN SELECT RAISE(ABORT, 'simulated write failure'); END")
+    app = ReviewApp(ws.path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        table = app.screen.query_one(SuspectList)
+        await pilot.press("x", "enter")
+        assert table.row_at(0).status == "undecided" and table.current_uid == "ex000000"  # no advance
+        await pilot.press("a")  # the app is still usable
+        assert table.row_at(0).status == "keep"
+    assert statuses(ws) == {"ex000000": "keep"}
+    assert [r["action"] for r in audit_actions(ws)] == ["keep"]  # nothing half-written

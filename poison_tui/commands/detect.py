@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--normalize", choices=("none", "grad_norm"), default="grad_norm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=20, metavar="N", help="suspects to print (default 20)")
+    from poison_tui.scale_options import add_scan_scale_arguments
+
+    add_scan_scale_arguments(p)  # --prefilter/--candidates/--sample (issue #7)
     p.set_defaults(handler=run)
 
 
@@ -33,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace)
     config = DetectConfig(scorer=args.scorer, measurement=args.measurement, normalize=args.normalize,
                           seed=args.seed)
+    from poison_tui.scale_options import scaled_detect
+
     with cli_progress() as progress:
-        out = detect(ws, args.model, args.checkpoint, config, progress)
+        out = scaled_detect(ws, args, lambda uids, prog: detect(ws, args.model, args.checkpoint, config, prog,
+                                                                uids=uids), progress)
     print_summary(ws, args.top, cached=out["cached"])
     return 0
 

@@ -7,6 +7,7 @@ bulk one in a worker whose completion message updates the view.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar
@@ -74,6 +75,7 @@ class QueueScreen(Screen[None]):
         self.select_all = False
         self.last: tuple[str, str | None] | None = None  # (action, reason) for "repeat last"
         self.bulk_running = False
+        self._bulk_last: tuple[str, str | None] | None = None
         self.view_count = 0  # rows in the view (known before the index has loaded)
         self._detail_timer: Timer | None = None
 
@@ -208,6 +210,7 @@ class QueueScreen(Screen[None]):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
+                self._bulk_last = (action, reason)
                 self.bulk_running = True
                 self.refresh_header()
                 self._bulk(uids, action, reason, note)
@@ -218,7 +221,7 @@ class QueueScreen(Screen[None]):
         try:
             decisions.decide(self.review_app.ws, uids, action, reason=reason, note=note,
                              actor=self.review_app.actor)
-        except UserError as exc:
+        except (UserError, sqlite3.Error) as exc:  # e.g. the disk is full: say so, show nothing as done
             self.notify(str(exc), title="not recorded", severity="error", markup=False)
             return
         # committed (durable) from here on: only now does the row show the new status
@@ -246,7 +249,7 @@ class QueueScreen(Screen[None]):
         if message.error:
             self.notify(message.error, title="bulk decision not recorded", severity="error", markup=False)
         else:
-            self.last = (message.action, self.last[1] if self.last and self.last[0] == message.action else None)
+            self.last = self._bulk_last
             self.queries.reload_statuses()
             self.table.selected.clear()
             self.select_all = False
@@ -259,7 +262,7 @@ class QueueScreen(Screen[None]):
             return
         try:
             seqs = decisions.undo(self.review_app.ws, self.review_app.actor)
-        except UserError as exc:
+        except (UserError, sqlite3.Error) as exc:
             self.notify(str(exc), title="undo failed", severity="error", markup=False)
             return
         if not seqs:
