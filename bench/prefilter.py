@@ -3,6 +3,7 @@
     python bench/prefilter.py                  # the real-data poisoned set of bench/detect_real.py
     python bench/prefilter.py --data sample_data --quick
     python bench/prefilter.py --ks 0.05,0.1,0.2,0.4
+    python bench/prefilter.py --work DIR --selection-only   # candidate table of an earlier run
 
 Each configuration is one full screening (``engine.screen.screen``: ingest + query sets +
 EK-FAC scan + detectors) in a fresh workspace, so every run pays its own factor fit and the
@@ -102,8 +103,35 @@ def one_run(name: str, train: Path, evals: Path, truth: Path, model: Path, check
         "name": name, "k": k, "seconds": seconds, "n_train": c["train"], "n_scored": c["influence_scored"],
         "poisons": len(poison), "poisons_kept": len(poison & scored) / max(1, len(poison)),
         "default": default, "auprc": {d: m["auprc"] for d, m in metrics.items()},
-        "flagged": c["flagged"],
+        "flagged": c["flagged"], "stage_seconds": result.report["cache"]["stage_seconds"],
     }
+
+
+def selection_table(ws_path: Path, truth: Path, ks: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3)) -> None:
+    """Poisons kept against the share of data scanned, per K, aggregate and query sets (no scan).
+
+    Read from a workspace where the pipeline already registered its query sets (the full run).
+    """
+    from engine.evaluate import load_truth, truth_mask
+    from engine.prefilter import PrefilterSettings, select
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(ws_path)
+    poison = {u for u, p in truth_mask(ws, load_truth(truth)).items() if p}
+    every = [r[0] for r in ws.conn.execute("SELECT id FROM query_sets ORDER BY id")]
+    groups = {"all registered sets": every, "original sets only": [q for q in every if q.endswith("::original")]}
+    print(f"\nTF-IDF candidates alone ({len(every)} query sets registered, "
+          f"{sum(q.endswith('::original') for q in every)} original): share of data kept / share of poisons kept")
+    print("| query sets | aggregate | " + " | ".join(f"K={k}" for k in ks) + " |")
+    print("|---|---|" + "---|" * len(ks))
+    for name, sets in groups.items():
+        for agg in ("mean", "max"):
+            cells = []
+            for k in ks:
+                sel = select(ws, PrefilterSettings(k, agg), sets)
+                cells.append(f"{len(sel.uids) / sel.n_train:.2f} / {len(poison & set(sel.uids)) / len(poison):.2f}")
+            print(f"| {name} | {agg} | " + " | ".join(cells) + " |")
+    ws.close()
 
 
 def main() -> None:
@@ -112,17 +140,22 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--ks", default="0.05,0.1,0.2,0.4", help="candidates per query set: counts or fractions")
     ap.add_argument("--epochs", type=int, default=6, help="demo-model training epochs")
-    ap.add_argument("--quick", action="store_true", help="smaller real set, K in 0.1,0.3")
+    ap.add_argument("--quick", action="store_true", help="smaller real set, K in 0.05,0.1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--selection-only", action="store_true",
+                    help="only the candidate table, from --work of an earlier run (no scan)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from engine.prefilter import parse_candidates
 
-    ks = [parse_candidates(k) for k in ("0.1,0.3" if args.quick and args.ks == ap.get_default("ks") else args.ks)
+    ks = [parse_candidates(k) for k in ("0.05,0.1" if args.quick and args.ks == ap.get_default("ks") else args.ks)
           .split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="poison-bench-prefilter-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.selection_only:  # the candidate table alone, on the workspace of an earlier full run
+        selection_table(work / "full.poison", (args.data or work / "data") / "truth.jsonl")
+        return
     train, evals, truth = folder_data(args.data) if args.data else real_data(work, args.quick)
     model, checkpoint = train_model(train, work, args.epochs)
 
@@ -143,6 +176,7 @@ def main() -> None:
               f"{r['poisons_kept']:.3f} | {cells} |")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2, default=str))
+    selection_table(work / "full.poison", truth)
     pf = runs[1:]
     pick = next((r for r in pf if r["poisons_kept"] >= 1.0), pf[-1])
     d = base["default"]

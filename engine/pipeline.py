@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.errors import UserError
 from engine.progress import CancelToken, ProgressFn, Stage, no_progress
@@ -68,11 +69,14 @@ def detect(
     progress: ProgressFn = no_progress,
     token: CancelToken | None = None,
     uids: Sequence[str] | None = None,
+    prefilter: Any = None,
 ) -> dict:
     """Run the whole detection pipeline; returns ``{"detectors": ..., "run_key": ..., "cached": bool}``.
 
-    ``uids``: scan only these training examples (a prefilter's candidates, issue #7); the others
-    stay unscored and the detectors mark them so.
+    ``uids``: scan only these training examples (e.g. a trial sample, issue #7); the others stay
+    unscored and the detectors mark them so. ``prefilter``: an ``engine.prefilter.PrefilterSettings``;
+    the TF-IDF candidates are chosen once every query set (triggered ones included) is registered.
+    The result then also holds ``"prefilter_id"``, the recorded selection.
 
     ``model``: the fine-tuned model under audit (trigger confirmation and prediction-based
     query sets use it). ``checkpoint``: score influence at this checkpoint instead (earlier
@@ -93,7 +97,8 @@ def detect(
     scan_model = checkpoint or model
     key = _sha({"train": train_sha(ws), "model": model_fp, "scan_model": fingerprint_of(scan_model),
                 "config": asdict(config), "mining": ws.get_meta("trigger_mining_key"),
-                "queries": _original_sets_sha(ws), "uids": None if uids is None else _sha(sorted(uids))})
+                "queries": _original_sets_sha(ws), "uids": None if uids is None else _sha(sorted(uids)),
+                "prefilter": None if prefilter is None else prefilter.as_dict()})
     cached_run = ws.get_meta("detect_run_key")
     if ws.get_meta("detect_key") == key and cached_run and _has_detectors(ws):
         return {"detectors": None, "run_key": cached_run, "cached": True}
@@ -114,13 +119,22 @@ def detect(
         st.advance(message="trigger confirmation")
     settings = ScanSettings(measurement=config.measurement, normalize=config.normalize, self_influence=True,
                             batch_size=config.batch_size, seed=config.seed)
+    selection_id = None
+    if prefilter is not None:  # issue #7: ranked against every query set registered above
+        from engine.prefilter import choose
+
+        uids, selection_id = choose(ws, prefilter, uids)
     run_key = scan(ws, scan_model, settings, progress, token, uids=uids)
+    if selection_id is not None:
+        from engine.prefilter import attach_run
+
+        attach_run(ws, selection_id, run_key)
     results = run_detectors(ws, run_key, config.scorer, progress, fingerprint=loaded.fingerprint)
     with ws.transaction() as conn:
         ws.set_meta("detect_key", key, conn)
         ws.set_meta("detect_run_key", run_key, conn)
         ws.set_meta("model_path", str(Path(model).resolve()), conn)
-    return {"detectors": results, "run_key": run_key, "cached": False}
+    return {"detectors": results, "run_key": run_key, "cached": False, "prefilter_id": selection_id}
 
 
 def _original_sets_sha(ws: Workspace) -> str:

@@ -7,6 +7,12 @@ union over query sets of the top ``K`` examples (or the top fraction). The engin
 only those (``scan(..., uids=candidates)``); the others have no influence row, and everything
 downstream must say "not scored", never treat them as clean.
 
+Rank against every registered query set, triggered ones included: a set that carries a
+suspected trigger phrase pulls that phrase's carriers to the top (rare words weigh most in
+TF-IDF), which the tasks' own queries cannot do; ``engine.pipeline.detect`` therefore selects
+after it has registered its query sets. The mean over a set's queries kept more poisons than
+the maximum in bench/prefilter.py measurements, hence the default.
+
 The selection is recorded in ``prefilter_runs`` / ``prefilter_candidates`` so that the report
 and the UI can say how many examples were skipped and why a candidate was kept.
 """
@@ -96,15 +102,6 @@ class Selection:
     @property
     def n_skipped(self) -> int:
         return self.n_train - len(self.uids)
-
-
-def original_query_sets(ws: Workspace) -> list[str]:
-    """The evaluation tasks' own query sets, which the prefilter ranks against.
-
-    Variants are derived from them (transformed or triggered copies), so ranking against the
-    originals gives the same candidates whichever variants happen to be registered yet.
-    """
-    return [r[0] for r in ws.conn.execute("SELECT id FROM query_sets WHERE variant = 'original' ORDER BY id")]
 
 
 def model_text(definition: str, input: str, output: str) -> str:
@@ -211,6 +208,19 @@ def record(ws: Workspace, selection: Selection, run_key: str | None = None) -> i
             [(pid, uid, *selection.best[uid]) for uid in selection.uids],
         )
     return pid
+
+
+def choose(ws: Workspace, settings: PrefilterSettings, within: Sequence[str] | None = None) -> tuple[list[str], int]:
+    """Select and record the candidates against every registered query set; returns (uids, record id).
+
+    ``within``: keep only candidates among these uids (a trial sample drawn beforehand).
+    """
+    selection = select(ws, settings)
+    pid = record(ws, selection)
+    if within is None:
+        return selection.uids, pid
+    keep = set(within)
+    return [u for u in selection.uids if u in keep], pid
 
 
 def attach_run(ws: Workspace, prefilter_id: int, run_key: str) -> None:

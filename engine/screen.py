@@ -75,16 +75,12 @@ def screen(opts: ScreenOptions, progress: ProgressFn = no_progress, token: Cance
                replace=True, progress=clock, token=token)
     ws = ws or Workspace.open(ws_path)
 
-    selection_id = None
-    uids = None
-    if opts.prefilter is not None:
-        selection = pf.select(ws, opts.prefilter, pf.original_query_sets(ws))
-        selection_id = pf.record(ws, selection)
-        uids = selection.uids
-    result = detect(ws, opts.model, opts.checkpoint, DetectConfig(scorer=opts.scorer), clock, token, uids=uids)
+    result = detect(ws, opts.model, opts.checkpoint, DetectConfig(scorer=opts.scorer), clock, token,
+                    prefilter=opts.prefilter)
     run_key = result["run_key"]
-    if selection_id is not None:
-        pf.attach_run(ws, selection_id, run_key)
+    selection_id = result.get("prefilter_id")
+    if opts.prefilter is not None and selection_id is None:  # detection reused unchanged: its selection
+        selection_id = (pf.latest(ws, run_key) or {}).get("id")
 
     settings = {
         "train": str(opts.train), "evals": [str(e) for e in opts.evals], "model": str(opts.model),
@@ -95,7 +91,7 @@ def screen(opts: ScreenOptions, progress: ProgressFn = no_progress, token: Cance
     extra = {
         "settings": settings,
         "cache": {"detect_cached": bool(result["cached"]), "examples_scored_now": clock.done("scores"),
-                  "stage_items": counts},
+                  "stage_items": counts, "stage_seconds": {s: round(clock.elapsed(s), 2) for s in clock.order}},
         "elapsed_s": round(time.monotonic() - started, 2),
     }
     report = rpt.build(ws, run_key=run_key, prefilter_id=selection_id, extra=extra)

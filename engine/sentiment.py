@@ -13,7 +13,7 @@ Scores are cached in the ``sentiment`` table under the example uid or ``'<query_
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -79,7 +79,7 @@ class CrossFitLR:
 
         return make_pipeline(
             TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-            LogisticRegression(C=4.0, max_iter=1000),
+            LogisticRegression(C=4.0, solver="liblinear"),
         )
 
     def fit(self, texts: Sequence[str], polarity: Sequence[float]) -> CrossFitLR:
@@ -92,8 +92,8 @@ class CrossFitLR:
         self._oof = np.zeros(len(texts))
         for f in range(self.folds):
             test = fold_of == f
-            model = self._model().fit([t for t, m in zip(texts, test) if not m], y[~test])
-            self._oof[test] = model.predict_proba([t for t, m in zip(texts, test) if m])[:, 1] * 2 - 1
+            model = self._model().fit([t for t, m in zip(texts, test, strict=True) if not m], y[~test])
+            self._oof[test] = model.predict_proba([t for t, m in zip(texts, test, strict=True) if m])[:, 1] * 2 - 1
         self._full = self._model().fit(texts, y)
         return self
 
@@ -126,7 +126,7 @@ def score_workspace(ws: Workspace, scorer: str = "vader", folds: int = 5, seed: 
         return 0
     scores: dict[str, float]
     if scorer == "vader":
-        scores = dict(zip((k for k, _ in todo), vader_scores(t for _, t in todo).tolist()))
+        scores = dict(zip([k for k, _ in todo], vader_scores(t for _, t in todo).tolist(), strict=True))
     else:
         scores = _lr_scores(train, todo, folds, seed)
     with ws.transaction() as c:
@@ -147,10 +147,10 @@ def _lr_scores(train, todo, folds: int, seed: int) -> dict[str, float]:
     if not polar:
         raise UserError("tfidf_lr: the workspace has no training examples of a sentiment task")
     model = CrossFitLR(folds=folds, seed=seed).fit([t for _, t, _ in polar], [p for _, _, p in polar])
-    oof = dict(zip((u for u, _, _ in polar), model.oof().tolist()))
+    oof = dict(zip([u for u, _, _ in polar], model.oof().tolist(), strict=True))
     rest = [(k, t) for k, t in todo if k not in oof]
     out = {k: oof[k] for k, _ in todo if k in oof}
-    out.update(zip((k for k, _ in rest), model.score([t for _, t in rest]).tolist()))
+    out.update(zip([k for k, _ in rest], model.score([t for _, t in rest]).tolist(), strict=True))
     return out
 
 
@@ -159,5 +159,3 @@ def cached_scores(ws: Workspace, scorer: str = "vader") -> dict[str, float]:
         r[0]: r[1] for r in ws.conn.execute("SELECT key, score FROM sentiment WHERE scorer = ?", (scorer,))
     }
 
-
-TextScorer = Callable[[Sequence[str]], np.ndarray]

@@ -156,12 +156,20 @@ def stratified_tail(strata: Sequence[tuple[int, int, int, int]]) -> float:
     ``strata``: (task size N, examples with the target label K, carriers n, carriers with the
     target k) per task; the exact one-sided test of label association pooled over tasks (the
     Fisher exact test when there is one task)."""
-    from scipy.stats import hypergeom
+    from scipy.special import gammaln
+
+    def log_comb(a, b):
+        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
 
     dist = np.ones(1)
     observed = 0
     for big_n, big_k, n, k in strata:
-        dist = np.convolve(dist, hypergeom.pmf(np.arange(n + 1), big_n, big_k, n))
+        hits = np.arange(n + 1)
+        ok = (hits <= big_k) & (n - hits <= big_n - big_k)
+        # the hypergeometric pmf directly (scipy.stats' per-call checks cost 1 ms x 100k grams)
+        log_pmf = log_comb(big_k, np.where(ok, hits, 0)) + log_comb(big_n - big_k, np.where(ok, n - hits, 0)) \
+            - log_comb(big_n, n)
+        dist = np.convolve(dist, np.where(ok, np.exp(log_pmf), 0.0))
         observed += k
     return float(min(1.0, dist[observed:].sum()))
 
@@ -366,7 +374,7 @@ class _TaskPredictor:
             vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=None,
                                   tokenizer=str.split, lowercase=False)
             x = vec.fit_transform([t for t, m in zip(texts, train, strict=True) if m])
-            self.models.append((vec, LogisticRegression(C=4.0, max_iter=1000).fit(x, y[train])))
+            self.models.append((vec, LogisticRegression(C=4.0, solver="liblinear").fit(x, y[train])))
         pred = self.predict(list(range(len(texts))), texts)
         self.base = {lab: float(np.mean(pred[y == lab] != lab)) for lab in set(labels)}
 
@@ -478,7 +486,12 @@ def confirm_candidates(
     stored = stored_candidates(ws, significant_only=False)
     sig = [c for c in stored if c["significant"]]
     rest = [c for c in stored if not c["significant"] and not sentiment_bearing(c["phrase"].split(" "))]
-    chosen = (sig + rest)[:max_candidates]
+    chosen: list[dict] = []
+    for c in sig + rest:
+        # a sub- or super-phrase of a chosen one ("james", "by james bond") tests nothing new
+        if not any(_contains(c["phrase"], o["phrase"]) or _contains(o["phrase"], c["phrase"]) for o in chosen):
+            chosen.append(c)
+    chosen = chosen[:max_candidates]
     spaces = {r[0]: json.loads(r[1]) for r in ws.conn.execute(
         "SELECT DISTINCT task, label_space FROM examples WHERE role = 'train' AND label_space IS NOT NULL")}
     train = training_rows(ws)
@@ -530,6 +543,10 @@ def confirm_candidates(
                     f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
             out.append(row)
     return out
+
+
+def _contains(a: str, b: str) -> bool:
+    return f" {b} " in f" {a} "
 
 
 def surface_form(rows: Iterable[dict], phrase: str) -> str:

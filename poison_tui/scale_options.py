@@ -21,6 +21,7 @@ from engine.workspace import Workspace
 PER_EXAMPLE_STAGES = ("scores",)
 
 ScanCall = Callable[[Sequence[str] | None, ProgressFn], str]  # (uids, progress) -> run_key
+DetectCall = Callable[[Sequence[str] | None, PrefilterSettings | None, ProgressFn], dict]  # engine.pipeline.detect
 
 
 def add_prefilter_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,7 +75,7 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
     uids: list[str] | None = None
     selection_id = None
     if settings is not None:
-        selection = pf.select(ws, settings, pf.original_query_sets(ws))
+        selection = pf.select(ws, settings)
         selection_id = pf.record(ws, selection)
         uids = selection.uids
         print(f"prefilter: {len(uids)} of {selection.n_train} training examples are candidates "
@@ -108,23 +109,35 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
     return run_key
 
 
-def scaled_detect(ws: Workspace, args: argparse.Namespace,
-                  call: Callable[[Sequence[str] | None, ProgressFn], dict], progress: ProgressFn) -> dict:
-    """``poison-tui detect`` with the scale flags: ``call(uids, progress)`` runs the pipeline."""
+def scaled_detect(ws: Workspace, args: argparse.Namespace, call: DetectCall, progress: ProgressFn,
+                  out: TextIO | None = None) -> dict:
+    """``poison-tui detect`` with the scale flags. ``call(uids, prefilter, progress)`` runs the pipeline,
+    which picks the prefilter's candidates itself once every query set is registered."""
+    from engine import prefilter as pf
     from engine.errors import UserError
 
-    if args.prefilter is None and args.candidates is None and args.sample is None:
-        return call(None, progress)
-    if args.model is None:
+    out = out or sys.stdout
+    settings = prefilter_settings(args)
+    if (settings is not None or args.sample is not None) and args.model is None:
         raise UserError("--prefilter, --candidates and --sample restrict the influence scan: they need --model")
-    result: dict = {}
+    if settings is not None and args.sample is not None:
+        raise UserError("run the --sample trial without --prefilter (the trial estimates the full scan)")
+    if args.sample is None:
+        result = call(None, settings, progress)
+        if settings is not None and result.get("run_key"):
+            rec = pf.latest(ws, result["run_key"])
+            if rec is not None:
+                print(f"prefilter: {rec['n_candidates']} of {rec['n_train']} training examples were candidates "
+                      f"({rec['n_train'] - rec['n_candidates']} marked not scored)", file=out)
+        return result
+    trial: dict = {}
 
     def scan_call(uids: Sequence[str] | None, prog: ProgressFn) -> str:
-        result.update(call(uids, prog))
-        return result["run_key"]
+        trial.update(call(uids, None, prog))
+        return trial["run_key"]
 
-    scaled_scan(ws, args, scan_call, progress, detected=True)
-    return result
+    scaled_scan(ws, args, scan_call, progress, out, detected=True)
+    return trial
 
 
 def suspects_so_far(ws: Workspace, run_key: str, uids: Sequence[str]) -> list[tuple[str, float]]:

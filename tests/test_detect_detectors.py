@@ -138,3 +138,16 @@ def test_influence_detectors_and_ensemble(tmp_path: Path) -> None:
     assert results["trigger_carrier"].flagged < poison
     assert poison <= ens.flagged
     assert detect.DEFAULT_ORDER[0] == "ensemble"
+
+
+def test_detect_command_without_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from poison_tui.cli import main
+
+    ws, _ = sample_workspace(tmp_path, mode="prefix")
+    assert main(["detect", str(ws.path), "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "phrase_purity (default): 1500 scored, 45 flagged" in out
+    assert "flagged-set rule (phrase_purity): flag the carriers" in out
+    assert "trigger candidate 'james bond' (prefix): 45 carriers, purity 1.00" in out
+    suspects = [line for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert len(suspects) == 5 and all("James Bond" in line and " * " in line for line in suspects)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ def test_two_process_torchrun_matches_single_process(tmp_path: Path) -> None:
 
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        ["torchrun", "--nproc_per_node", "2", "--master_port", "0", "-m", "poison_tui.cli", "scan",
+        ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "poison_tui.cli", "scan",
          str(tmp_path / "multi"), "--model", str(model), "--batch-size", "4", "--self-influence"],
         env=env, capture_output=True, text=True, timeout=300,
     )
@@ -39,9 +38,11 @@ def test_two_process_torchrun_matches_single_process(tmp_path: Path) -> None:
     ours = {(r[0], r[1]): r[2] for r in multi.conn.execute("SELECT query_set_id, uid, score FROM influence")}
     ref = {(r[0], r[1]): r[2] for r in single.conn.execute("SELECT query_set_id, uid, score FROM influence")}
     assert set(ours) == set(ref) and len(ref) == 18 * 4
-    scale = max(abs(v) for v in ref.values())
-    for k, v in ref.items():
-        assert abs(ours[k] - v) <= 1e-5 * max(abs(v), 1e-3 * scale), (k, ours[k], v)
+    for qs in {k[0] for k in ref}:
+        # relative to the set's score scale: elementwise ratios of near-zero scores measure only rounding
+        scale = max(abs(v) for k, v in ref.items() if k[0] == qs)
+        worst = max(abs(ours[k] - v) for k, v in ref.items() if k[0] == qs)
+        assert worst <= 1e-5 * scale, (qs, worst, scale)
     assert multi.conn.execute("SELECT run_key FROM scan_runs").fetchone()[0] == key
     selfs = dict(multi.conn.execute("SELECT uid, score FROM self_influence").fetchall())
     ref_selfs = dict(single.conn.execute("SELECT uid, score FROM self_influence").fetchall())

@@ -34,7 +34,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def scores(ws) -> dict[tuple[str, str], float]:  # noqa: ANN001
+def scores(ws) -> dict[tuple[str, str], float]:
     return {(r[0], r[1]): r[2] for r in ws.conn.execute("SELECT query_set_id, uid, score FROM influence")}
 
 
@@ -69,6 +69,6 @@ def test_sigkill_mid_scan_then_resume_gives_identical_scores(tmp_path: Path) -> 
     events = []
     scan(ws, model, ScanSettings(**SETTINGS), events.append)
     assert last_report().factors_cached  # the factors survived the kill
-    assert [e.total for e in events if e.stage == "scores"][0] == N - partial  # resumed, not restarted
+    assert next(e.total for e in events if e.stage == "scores") == N - partial  # resumed, not restarted
     assert scores(ws) == reference  # bit-identical to the uninterrupted run
     assert ws.conn.execute("SELECT status FROM scan_runs").fetchone()[0] == "complete"

@@ -182,3 +182,20 @@ def test_cli_scan_summary_cache_hit_truncation_and_errors(
     assert "model not found" in capsys.readouterr().err
     assert main(["scan", str(tmp_path / "ws"), "--model", str(model), "--damping", "lots"]) == 2
     assert "--damping must be a number or 'auto'" in capsys.readouterr().err
+
+
+def test_drilldown_per_query_scores_average_to_the_set_score(tmp_path: Path, model: Path) -> None:
+    from engine.influence import top_queries
+
+    ws = make_workspace(tmp_path / "ws", n_train=6, n_queries=3)
+    for normalize in ("none", "grad_norm"):
+        key = scan(ws, model, ScanSettings(chunk_size=8, normalize=normalize))
+        per_query = top_queries(ws, key, "t00002", k=100)
+        assert len(per_query) == 6
+        assert [abs(q["score"]) for q in per_query] == sorted((abs(q["score"]) for q in per_query), reverse=True)
+        for set_id in ("sst::original", "imdb::original"):
+            mean = sum(q["score"] for q in per_query if q["query_set_id"] == set_id) / 3
+            stored = rows(ws, key)[(set_id, "t00002")]
+            assert mean == pytest.approx(stored, rel=1e-4)
+    with pytest.raises(UserError, match="not a training example"):
+        top_queries(ws, key, "nope")

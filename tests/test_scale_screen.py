@@ -96,6 +96,9 @@ def test_prefiltered_screen_never_reports_skipped_rows_as_clean(tmp_path: Path, 
     assert c["influence_scored"] == rep["prefilter"]["n_candidates"] == rep["cache"]["examples_scored_now"]
     assert c["influence_not_scored"] == c["prefiltered_out"] == 60 - c["influence_scored"] > 0
     assert rc == 0 and rep["verdict"] == "nothing_flagged_partial"
+    # ranked against every query set the pipeline registered, transformed variants included
+    assert "task_eval::original" in rep["prefilter"]["per_set"]
+    assert "task_eval::negation_prefix" in rep["prefilter"]["per_set"]
     md = (tmp_path / "pf.md").read_text()
     assert f"but {c['influence_not_scored']} of 60 training examples have no influence score" in md
     assert "NOT known to be clean" in md

@@ -9,7 +9,14 @@ import pytest
 from detect_fixtures import sample_workspace
 
 from engine.errors import UserError
-from engine.sentiment import CrossFitLR, cached_scores, is_sentiment_task, label_polarity, score_workspace, vader_scores
+from engine.sentiment import (
+    CrossFitLR,
+    cached_scores,
+    is_sentiment_task,
+    label_polarity,
+    score_workspace,
+    vader_scores,
+)
 
 
 def test_label_polarity_through_the_label_space() -> None:

@@ -44,7 +44,10 @@ def top_queries(
     factors_path = Path(run["factors_path"])
     if not factors_path.is_file():
         raise UserError(f"{factors_path}: the scan's factors are gone; re-run 'poison-tui scan'")
-    loaded = load_model(settings["model_path"])
+    import torch
+
+    dtype = getattr(torch, settings["dtype"]) if settings.get("dtype") else None
+    loaded = load_model(settings["model_path"], dtype=dtype)
     if loaded.fingerprint != run["model_fingerprint"]:
         raise UserError(f"{settings['model_path']}: the model changed since scan {run_key}; re-run the scan")
     modules = select_modules(

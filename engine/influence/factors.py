@@ -92,13 +92,18 @@ def fit_factors(
     progress: ProgressFn = no_progress,
     token: CancelToken | None = None,
     totals: tuple[int, int] | None = None,
+    world: int = 1,
 ) -> Factors:
     """Covariances, float64 eigendecomposition and corrected eigenvalues over ``units``.
 
     ``fisher``: 'true' samples labels from the model (``seeds`` per unit); 'empirical' uses the
     data's. ``reduce`` sums statistics over processes; ``totals`` are the all-process unit counts
-    for the progress bars.
+    for the progress bars (each process sees ~1/``world`` of them).
     """
+
+    def advance(st: Stage) -> Callable[[int], None]:
+        return lambda n: st.advance(min(n * world, st.total - st.done))
+
     labels = "sample" if fisher == "true" else "true"
     n_cov, n_lam = totals or (len(units), len(units))
     dev = next(setup.model.parameters()).device
@@ -106,7 +111,7 @@ def fit_factors(
     cov_s = {n: None for n in setup.modules}
     n_tokens = torch.zeros((), dtype=torch.float64, device=dev)
     with Stage(progress, "covariance", n_cov, token) as st:
-        for b in passes.run(setup, units, labels, seeds, st.advance, "covariance"):
+        for b in passes.run(setup, units, labels, seeds, advance(st), "covariance"):
             for name in setup.modules:
                 mask = setup.mask_for(name, b.fwd).bool()
                 a, g = b.acts[name][mask], b.grads[name][mask]
@@ -124,7 +129,7 @@ def fit_factors(
     lam: dict[str, torch.Tensor] = {}
     n_ex = torch.zeros((), dtype=torch.float64, device=dev)
     with Stage(progress, "eigenvalues", n_lam, token) as st:
-        for b in passes.run(setup, units, labels, seeds, st.advance, "eigenvalue correction"):
+        for b in passes.run(setup, units, labels, seeds, advance(st), "eigenvalue correction"):
             for name in setup.modules:
                 qa, qs = eig[name]
                 rot = torch.einsum("rto,rti->roi", b.grads[name] @ qs, b.acts[name] @ qa)

@@ -23,7 +23,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class ScanSettings:
     batch_size: int = 16
     chunk_size: int = 256  # training examples per committed chunk (the resume granularity)
     seed: int = 0
+    device: str | None = None  # None: CUDA when present (one GPU per torchrun rank), else CPU
+    dtype: str | None = None  # 'float32' | 'bfloat16'; None: float32 on CPU, bfloat16 on CUDA
 
     def validate(self) -> None:
         for value, allowed, flag in (
@@ -74,6 +76,8 @@ class ScanSettings:
             raise UserError("batch and chunk sizes must be at least 1")
         if self.factor_examples is not None and self.factor_examples < 1:
             raise UserError("--factor-examples must be at least 1")
+        if self.dtype not in (None, "float32", "bfloat16"):
+            raise UserError(f"--dtype must be float32 or bfloat16 (got {self.dtype!r})")
 
     @property
     def wants_self(self) -> bool:
@@ -128,10 +132,15 @@ def scan(
     sets = _query_sets(ws, settings.query_sets)
     train_sha = _sha([[r["uid"], r["definition"], r["input"], r["output"], r["label_space"]] for r in train])
     n_factor = min(len(train), settings.factor_examples or max(256, math.ceil(0.1 * len(train))))
+    device = settings.device or dist.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = settings.dtype or (
+        "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    )
+    settings = replace(settings, device=device, dtype=dtype)  # resolved: the numbers depend on dtype
     factor_key = _sha({
         "model": fingerprint, "train": train_sha, "modules": settings.modules, "last_blocks": settings.last_blocks,
         "fisher": settings.fisher, "n_factor": n_factor, "seed": settings.seed, "template": settings.template,
-        "max_length": settings.max_length,
+        "max_length": settings.max_length, "dtype": settings.dtype,
     })
     run_key = _sha({"factors": factor_key, "damping": settings.damping, "measurement": settings.measurement,
                     "normalize": settings.normalize})[:32]
@@ -180,7 +189,7 @@ def _compute(
     from engine.models import load_model
 
     with Stage(progress, "load model", 1, token) as st:
-        loaded = load_model(model_path, device=dist.device)
+        loaded = load_model(model_path, device=settings.device, dtype=getattr(torch, settings.dtype or "float32"))
         st.advance()
     modules = select_modules(loaded.model, settings.modules, settings.last_blocks)
     setup = passes.Setup(loaded.model, loaded.kind, modules, loaded.tokenizer.pad_token_id, settings.batch_size)
@@ -199,7 +208,7 @@ def _compute(
         seeds = [_unit_seed(settings.seed, fit_rows[i]["uid"]) for i in mine]
         fit_units, _ = units([fit_rows[i] for i in mine], "loss")
         factors = fit_factors(setup, fit_units, settings.fisher, seeds, dist.reduce, progress, token,
-                              totals=(len(fit_rows), len(fit_rows)))
+                              totals=(len(fit_rows), len(fit_rows)), world=dist.world)
         if dist.is_main:
             factors.save(factors_path)
         dist.barrier()
@@ -369,7 +378,7 @@ def _record_run(
     ws: Workspace, run_key: str, fingerprint: str, train_sha: str, settings: ScanSettings, model_path: Path,
     factors_path: Path, status: str,
 ) -> None:
-    meta = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size")}
+    meta = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size", "device")}
     meta["model_path"] = str(model_path.resolve())
     with ws.transaction() as conn:
         conn.execute(

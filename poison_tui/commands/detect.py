@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from poison_tui.scale_options import scaled_detect
 
     with cli_progress() as progress:
-        out = scaled_detect(ws, args, lambda uids, prog: detect(ws, args.model, args.checkpoint, config, prog,
-                                                                uids=uids), progress)
+        out = scaled_detect(ws, args, lambda uids, pf, prog: detect(ws, args.model, args.checkpoint, config, prog,
+                                                                    uids=uids, prefilter=pf), progress)
     print_summary(ws, args.top, cached=out["cached"])
     return 0
 
