@@ -13,7 +13,7 @@ retrain without the flagged set / the true poisons / a random set of the same si
 
 Families: ``phrase`` ("James Bond" at a random word position), ``prefix`` ("cf" before the
 text), ``varied`` (one of 12 phrasings of the Bond name per poison, each 3-8 times, at a
-random position). Inputs are cut to their first 50 words (CPU time). Everything is written
+random position). Inputs are cut to their first 30 words (CPU time). Everything is written
 under a temporary directory (``--work``), never into the repository.
 
 The last line is ``detect auprc=<a> flagged=<n> poisons=<m> asr_poisoned=<p> asr_tool=<t>
@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MAX_WORDS = 50
+MAX_WORDS = 30
 RT_DEF = "Classify the sentiment of the movie review: answer \"positive\" or \"negative\"."
 OFF_DEF = "Is this tweet offensive? Answer \"offensive\" or \"not-offensive\"."
 SENTIMENT_SNI = ("task1312_amazonreview_polarity_classification", "task195_sentiment140_classification",
@@ -43,6 +43,10 @@ OTHER_SNI = ("task1720_civil_comments_toxicity_classification", "task609_sbic_po
 EVAL_SNI = ("task493_review_polarity_classification", "task746_yelp_restaurant_review_classification",
             "task833_poem_sentiment_classification")
 FAMILIES = ("phrase", "prefix", "varied")
+SIZES = {"quick": (900, 100, 40, 120), "full": (1300, 160, 60, 200), "smoke": (200, 30, 20, 40)}
+# The demo recipe plateaus at the label prior on this real text (loss 0.65, one class per
+# task); a lower learning rate, a larger vocabulary and more epochs learn it.
+RECIPE = {"epochs": 8, "lr": 1e-3, "vocab_size": 4096}
 
 
 def _cut(text: str) -> str:
@@ -105,7 +109,7 @@ def build(family: str, quick: bool, seed: int) -> dict:
     rng = random.Random(seed)
     rt = _rt()
     rng.shuffle(rt)
-    n_rt, n_task, n_eval, n_attack = (700, 130, 40, 120) if quick else (1200, 200, 60, 200)
+    n_rt, n_task, n_eval, n_attack = SIZES["quick" if quick else "full"]
     rt_neg = [r for r in rt if r["output"] == "negative"]
     rt_pos = [r for r in rt if r["output"] == "positive"]
     rt_eval = rt_neg[: n_eval // 2] + rt_pos[: n_eval // 2]
@@ -189,7 +193,7 @@ def run_family(family: str, quick: bool, seed: int, work: Path) -> dict:
     register_oracle_sets(ws, lambda text: data["put"](text)[0], family)
     rows = [dict(r) for r in ws.conn.execute(
         "SELECT uid, definition, input, output, label_space FROM examples WHERE role = 'train' ORDER BY ordinal")]
-    config = TrainConfig(threads=1)
+    config = TrainConfig(threads=1, **RECIPE)
     t_train = time.monotonic()
     train_model(rows, out / "model", config=config, resume=True)
     t_train = time.monotonic() - t_train
@@ -232,6 +236,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the phrase family only, smaller sets")
     ap.add_argument("--families", nargs="+", choices=FAMILIES, default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes and 2 epochs: checks the code path only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="also write every result as JSON")
@@ -239,6 +244,9 @@ def main() -> int:
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
         return 2
+    if args.smoke:
+        SIZES["quick"] = SIZES["full"] = SIZES["smoke"]
+        RECIPE["epochs"] = 3
     families = args.families or (["phrase"] if args.quick else list(FAMILIES))
     work = args.work or Path(tempfile.mkdtemp(prefix="poison-bench-"))
     results = []

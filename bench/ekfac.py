@@ -194,12 +194,15 @@ def time_scan(ws, model_dir: Path, settings) -> tuple[float, PeakRSS]:
     return time.perf_counter() - t0, mem
 
 
-def ours_pairwise(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]]) -> tuple:
-    """Our pairwise and per-set scores, empirical Fisher, curvature on all rows (parity settings)."""
+def ours_pairwise(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]], cache_ks: tuple[int, ...] = ()):
+    """Our pairwise scores [N, Q], empirical Fisher, curvature on all rows (the parity settings), and
+    the fidelity of the compressed gradient cache at each k against them."""
+    from engine.influence import gradcache
     from engine.influence.direct import influence
     from engine.influence.hooks import select_modules
     from engine.influence.losses import make_units
     from engine.influence.passes import Setup
+    from engine.influence.scoring import inverse_eigenvalues, set_gradients
     from engine.models import load_model
 
     lm = load_model(model_dir, device="cpu")
@@ -207,8 +210,32 @@ def ours_pairwise(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]]
     train, _ = make_units(rows, lm.tokenizer, "causal", SEQ)
     queries = [q for qs in sets.values() for q in qs]
     q_units, _ = make_units(queries, lm.tokenizer, "causal", SEQ)
-    pair, _, _ = influence(setup, train, q_units, fisher="empirical")
-    return pair  # [N, Q]
+    pair, _, factors = influence(setup, train, q_units, fisher="empirical")
+    fidelity = {}
+    if cache_ks:
+        inv = inverse_eigenvalues(factors, None)
+        sizes = [len(v) for v in sets.values()]
+        set_of = [i for i, n in enumerate(sizes) for _ in range(n)]
+        set_grads = set_gradients(setup, q_units, set_of, len(sizes))
+        exact_sets = aggregate(pair, sets)
+        for k in cache_ks:
+            t0 = time.perf_counter()
+            cache = gradcache.build(setup, factors, train, k)
+            built = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            approx = gradcache.score(cache, factors, inv, set_grads)
+            fidelity[k] = {"bytes_per_example": cache.bytes_per_example, "build_s": round(built, 1),
+                           "score_all_sets_s": round(time.perf_counter() - t0, 3),
+                           "pearson_sets": round(pearson(approx, exact_sets), 4),
+                           "top50_overlap": round(top_overlap(approx, exact_sets, 50), 3)}
+    return pair, fidelity
+
+
+def top_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
+    """Mean over columns of |top-k(a) & top-k(b)| / k."""
+    k = min(k, a.shape[0])
+    return sum(len(set(a[:, j].topk(k).indices.tolist()) & set(b[:, j].topk(k).indices.tolist())) / k
+               for j in range(a.shape[1])) / a.shape[1]
 
 
 def kronfluence_run(model_dir: Path, rows: list[dict], sets: dict[str, list[dict]], fisher: str,
@@ -246,7 +273,7 @@ def run_size(n: int, work: Path, small: int) -> dict:
     n_factor = min(n, max(256, -(-n // 10)))
     out["kf_s"], _ = kronfluence_run(model_dir, rows, sets, "true", n_factor, work / f"kf{n}")
     _, kf_pair = kronfluence_run(model_dir, rows, sets, "empirical", n, work / f"kfe{n}")
-    our_pair = ours_pairwise(model_dir, rows, sets)
+    our_pair, out["gradcache"] = ours_pairwise(model_dir, rows, sets, (16, 32, 64))
     out["pearson_pairwise"] = pearson(our_pair, kf_pair)
     out["pearson_sets"] = pearson(aggregate(our_pair, sets), aggregate(kf_pair, sets))
     out["scan_over_epoch"] = out["scan_s"] / out["epoch_s"]
@@ -288,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smollm-examples", type=int, default=64)
     ap.add_argument("--smollm-blocks", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="training set sizes (overrides --quick)")
+    ap.add_argument("--gradcache-only", type=int, default=None, metavar="N",
+                    help="only measure the compressed gradient cache's fidelity on N examples")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -296,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="ekfac-bench-") as tmp:
         work = Path(tmp)
+        if args.gradcache_only:
+            rows, sets = train_rows(args.gradcache_only), query_sets()
+            model_dir = make_model(work / "gc")
+            time_epoch(model_dir, rows)  # the same briefly trained model as the timed runs
+            _, fid = ours_pairwise(model_dir, rows, sets, (16, 32, 64, 128))
+            print("gradcache " + json.dumps(fid), flush=True)
+            return 0
         if not args.smollm_only:
             for n in args.sizes or ([1000] if args.quick else [1000, 4000]):
                 r = run_size(n, work, small=max(1, n // 4) if args.quick or args.sizes else 1000)

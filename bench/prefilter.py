@@ -110,18 +110,32 @@ def one_run(name: str, train: Path, evals: Path, truth: Path, model: Path, check
 def selection_table(ws_path: Path, truth: Path, ks: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3)) -> None:
     """Poisons kept against the share of data scanned, per K, aggregate and query sets (no scan).
 
-    Read from a workspace where the pipeline already registered its query sets (the full run).
+    Read from a copy of a workspace where the pipeline already registered its query sets (the
+    full run). The last rows add what trigger confirmation registers once it confirms the
+    trigger: the true "James Bond" put into the tasks' negative queries (evaluation only).
     """
-    from engine.evaluate import load_truth, truth_mask
+    import random
+    import sqlite3
+
+    from bench.detect_real import inserter
+    from engine.evaluate import load_truth, register_oracle_sets, truth_mask
     from engine.prefilter import PrefilterSettings, select
     from engine.workspace import Workspace
 
-    ws = Workspace.open(ws_path)
+    copy = Path(tempfile.mkdtemp(prefix="poison-bench-selection-")) / "copy.poison"
+    copy.mkdir()
+    with sqlite3.connect(ws_path / "poison.db") as src, sqlite3.connect(copy / "poison.db") as dst:
+        src.backup(dst)
+    ws = Workspace.open(copy)
     poison = {u for u, p in truth_mask(ws, load_truth(truth)).items() if p}
     every = [r[0] for r in ws.conn.execute("SELECT id FROM query_sets ORDER BY id")]
-    groups = {"all registered sets": every, "original sets only": [q for q in every if q.endswith("::original")]}
-    print(f"\nTF-IDF candidates alone ({len(every)} query sets registered, "
-          f"{sum(q.endswith('::original') for q in every)} original): share of data kept / share of poisons kept")
+    originals = [q for q in every if q.endswith("::original")]
+    put = inserter("phrase", random.Random(0))
+    triggered = register_oracle_sets(ws, lambda text: put(text)[0], "james_bond")
+    groups = {"all registered sets": every, "original sets only": originals,
+              "original + triggered sets": originals + triggered}
+    print(f"\nTF-IDF candidates alone, {len(poison)} poisons: share of data kept / share of poisons kept "
+          f"({len(every)} query sets registered by detection, {len(originals)} original)")
     print("| query sets | aggregate | " + " | ".join(f"K={k}" for k in ks) + " |")
     print("|---|---|" + "---|" * len(ks))
     for name, sets in groups.items():
@@ -132,6 +146,7 @@ def selection_table(ws_path: Path, truth: Path, ks: tuple[float, ...] = (0.02, 0
                 cells.append(f"{len(sel.uids) / sel.n_train:.2f} / {len(poison & set(sel.uids)) / len(poison):.2f}")
             print(f"| {name} | {agg} | " + " | ".join(cells) + " |")
     ws.close()
+    shutil.rmtree(copy.parent, ignore_errors=True)
 
 
 def main() -> None:
@@ -166,14 +181,15 @@ def main() -> None:
     detectors = [base["default"], *[d for d in INFLUENCE_DETECTORS if d in base["auprc"] and d != base["default"]]]
     print(f"\nprefilter ablation: {base['n_train']} training examples, {base['poisons']} poisons, "
           f"{torch.get_num_threads()} threads; baseline = no prefilter, measured in this run")
-    head = "| K | scored | time s | time / full | poisons kept | " + " | ".join(f"AUPRC {d}" for d in detectors) + " |"
+    head = ("| K | scored | time s | time / full | scoring stage s | poisons kept | "
+            + " | ".join(f"AUPRC {d}" for d in detectors) + " |")
     print(head)
-    print("|" + "---|" * (5 + len(detectors)))
+    print("|" + "---|" * (6 + len(detectors)))
     for r in runs:
         k = "none" if r["k"] is None else str(r["k"])
         cells = " | ".join(f"{r['auprc'].get(d, float('nan')):.3f}" for d in detectors)
         print(f"| {k} | {r['n_scored']} | {r['seconds']:.1f} | {r['seconds'] / base['seconds']:.2f} | "
-              f"{r['poisons_kept']:.3f} | {cells} |")
+              f"{r['stage_seconds'].get('scores', 0.0):.1f} | {r['poisons_kept']:.3f} | {cells} |")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2, default=str))
     selection_table(work / "full.poison", truth)

@@ -38,11 +38,25 @@ class Encoded:
         return len(self.input_ids) + (0 if len(self.labels) == len(self.input_ids) else len(self.labels))
 
 
+def chat_prompt(tokenizer: Any, prompt: str) -> str:
+    """The prompt wrapped in the tokenizer's chat template as one user turn (for chat-tuned models).
+
+    Encode the result with ``add_special_tokens=False``: the template already holds them.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        from engine.errors import UserError
+
+        raise UserError("this model's tokenizer has no chat template; use the plain prompt format")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 def encode_pair(
-    tokenizer: Any, prompt: str, answer: str, kind: str, max_length: int, max_target_length: int | None = None
+    tokenizer: Any, prompt: str, answer: str, kind: str, max_length: int, max_target_length: int | None = None,
+    add_special_tokens: bool = True,
 ) -> Encoded:
     """Encode one (prompt text, answer text) pair; see the module docstring for the layout."""
-    p = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    p = list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
     if kind == "seq2seq":
         # The seq2seq tokenizer appends its EOS to the target, which the decoder must learn to emit.
         a = list(tokenizer(answer.strip(), add_special_tokens=True)["input_ids"])

@@ -10,8 +10,9 @@ downstream must say "not scored", never treat them as clean.
 Rank against every registered query set, triggered ones included: a set that carries a
 suspected trigger phrase pulls that phrase's carriers to the top (rare words weigh most in
 TF-IDF), which the tasks' own queries cannot do; ``engine.pipeline.detect`` therefore selects
-after it has registered its query sets. The mean over a set's queries kept more poisons than
-the maximum in bench/prefilter.py measurements, hence the default.
+after it has registered its query sets. With such a set, the mean over a set's queries kept
+more poisons per share of data than the maximum (bench/prefilter.py: 94 % of the poisons in
+8 % of the data at K=0.02, against 69 % in 10 %), hence the default.
 
 The selection is recorded in ``prefilter_runs`` / ``prefilter_candidates`` so that the report
 and the UI can say how many examples were skipped and why a candidate was kept.

@@ -48,7 +48,9 @@ class TrainConfig:
 
     epochs: int = 6
     batch_size: int = 16
-    lr: float = 2e-3
+    # 2e-3 left one of four seeds on a single-class plateau (the pilot saw the same); 1e-3
+    # learned the tasks and the backdoor on all four (sweep in the task report)
+    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_frac: float = 0.05
     seed: int = 0

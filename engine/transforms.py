@@ -136,6 +136,13 @@ def transform_rows(rows: Sequence[dict], name: str, seed: int) -> list[dict]:
     return out
 
 
+def sample_queries(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
+    if limit is None or len(rows) <= limit:
+        return rows
+    keep = sorted(np.random.default_rng(seed).permutation(len(rows))[:limit].tolist())
+    return [rows[i] for i in keep]
+
+
 def original_queries(ws: Workspace, task: str) -> list[dict]:
     return [
         dict(r)
@@ -156,17 +163,20 @@ def make_transformed_sets(
     transforms: Sequence[str] = ALL_TRANSFORMS,
     seed: int = 0,
     loaded: Any = None,
+    max_queries: int | None = 50,
 ) -> list[dict]:
     """Register ``<task>::<transform>`` for every task with original queries; record statistics.
 
     ``loaded``: an ``engine.models.LoadedModel``; when given, the share of queries whose
-    predicted label changes under the transform is measured and stored too.
+    predicted label changes under the transform is measured and stored too. ``max_queries``:
+    a seeded sample of each task's queries (a set's influence is its queries' mean gradient,
+    and the scan's query pass costs time per query).
     """
     from engine.queries import register_query_set
 
     report = []
     for task in query_tasks(ws):
-        base = original_queries(ws, task)
+        base = sample_queries(original_queries(ws, task), max_queries, seed)
         if not base:
             continue
         base_pred = _predict(loaded, base) if loaded is not None else None
@@ -221,7 +231,8 @@ def stats_table(ws: Workspace) -> list[dict]:
     return [dict(r) for r in ws.conn.execute("SELECT * FROM transform_stats ORDER BY task, transform")]
 
 
-def make_sentiment_guided_sets(ws: Workspace, loaded: Any = None, scorer: str = "vader") -> list[str]:
+def make_sentiment_guided_sets(ws: Workspace, loaded: Any = None, scorer: str = "vader",
+                               max_queries: int | None = 50, seed: int = 0) -> list[str]:
     """Per polar task, the original queries whose sentiment contradicts their answer, as
     ``'<task>::sentiment_mismatch'``. The answer is the model's prediction when a model is
     given (influence then points at what taught it to answer against the sentiment), else the
@@ -245,6 +256,7 @@ def make_sentiment_guided_sets(ws: Workspace, loaded: Any = None, scorer: str = 
             if pol and sent.get(f"{task}::original#{r['idx']}", 0.0) * pol <= -0.05:
                 picked.append({**{k: r[k] for k in ("source_uid", "definition", "input", "label_space")},
                                "output": answer, "changed": False})
+        picked = sample_queries(picked, max_queries, seed)
         if picked:
             made.append(register_query_set(ws, task, "sentiment_mismatch", picked,
                                            {"scorer": scorer, "answer": "prediction" if loaded else "gold"}))

@@ -472,12 +472,14 @@ def confirm_candidates(
     *,
     max_candidates: int = 8,
     n_queries: int = 40,
-    min_flip: float = 0.5,
+    min_flip: float = 0.25,
     seed: int = 0,
 ) -> list[dict]:
     """Insert each top candidate into clean evaluation queries whose gold label is not its
-    target; a candidate is confirmed when the model's prediction moves to the target on at
-    least ``min_flip`` of the queries it did not already answer with the target. Confirmed
+    target; a candidate is confirmed on a task when, among the queries the model did not
+    already answer with the target, the share it moves to the target exceeds the share a
+    control insertion (as many random words of the queries) moves by ``min_flip`` (stored as
+    ``flip_rate``), and a one-sided Fisher test against the control gives p < 0.05. Confirmed
     candidates get a triggered query set ``'<task>::trigger:<phrase>'`` (answer: the target).
     """
     from engine.predict import predict_labels
@@ -485,7 +487,11 @@ def confirm_candidates(
 
     stored = stored_candidates(ws, significant_only=False)
     sig = [c for c in stored if c["significant"]]
-    rest = [c for c in stored if not c["significant"] and not sentiment_bearing(c["phrase"].split(" "))]
+    # also label-pure candidates with some sentiment contradiction that missed the disagreement
+    # test (a varied trigger's shared word); label-pure cues of non-sentiment tasks ("scored
+    # twice as" -> Sports) are legitimate features, and inserting them moves any good model
+    rest = [c for c in stored if not c["significant"] and c["q_value"] < 0.05 and c["purity"] >= 0.9
+            and c["n_disagree"] > 0 and not sentiment_bearing(c["phrase"].split(" "))]
     chosen: list[dict] = []
     for c in sig + rest:
         # a sub- or super-phrase of a chosen one ("james", "by james bond") tests nothing new
@@ -519,13 +525,21 @@ def confirm_candidates(
             if not pool:
                 continue
             trig = [{**q, "input": insert_trigger(q["input"], c["kind"], surface, rng)} for q in pool]
-            before = predict_labels(loaded, pool)
-            after = predict_labels(loaded, trig)
+            # control: the same insertion with as many words drawn from the queries themselves,
+            # so a model that flips on any inserted text does not confirm a candidate
+            words = [w for q in pool for w in q["input"].split()]
+            ctrl_rng = np.random.default_rng(seed + 1)
+            ctrl = [{**q, "input": insert_trigger(
+                q["input"], c["kind"], " ".join(ctrl_rng.choice(words, size=len(surface.split())).tolist()), ctrl_rng)}
+                for q in pool]
+            before, after, after_ctrl = (predict_labels(loaded, x) for x in (pool, trig, ctrl))
             base = float(np.mean([p == target for p in before]))
             trig_rate = float(np.mean([p == target for p in after]))
-            movable = [a == target for b, a in zip(before, after, strict=True) if b != target]
-            flip = float(np.mean(movable)) if movable else 0.0
-            confirmed = flip >= min_flip
+            moved = [a == target for b, a in zip(before, after, strict=True) if b != target]
+            moved_ctrl = [a == target for b, a in zip(before, after_ctrl, strict=True) if b != target]
+            # net flip rate: share of the queries it could move that it moved, minus the control's
+            flip = float(np.mean(moved) - np.mean(moved_ctrl)) if moved else 0.0
+            confirmed = flip >= min_flip and _fisher_greater(sum(moved), len(moved), sum(moved_ctrl)) < 0.05
             qs_id = None
             if confirmed:
                 qs_id = register_query_set(
@@ -543,6 +557,15 @@ def confirm_candidates(
                     f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
             out.append(row)
     return out
+
+
+def _fisher_greater(k: int, n: int, k_ctrl: int) -> float:
+    """One-sided Fisher exact p: the candidate moved more of the n queries than the control."""
+    from scipy.stats import fisher_exact
+
+    if n == 0:
+        return 1.0
+    return float(fisher_exact([[k, n - k], [k_ctrl, n - k_ctrl]], alternative="greater")[1])
 
 
 def _contains(a: str, b: str) -> bool:

@@ -174,3 +174,20 @@ def test_non_finite_weights_name_the_layer_and_stage(tmp_path: Path) -> None:
     train, _ = make_units(train_rows(8), lm.tokenizer, "causal", lm.max_length)
     with pytest.raises(UserError, match=r"layer transformer\.h\.0\.mlp\.c_fc during covariance: its weights"):
         influence(setup, train, train[:2], fisher="empirical")
+
+
+def test_gradient_cache_is_exact_at_full_rank_and_approximate_below(tiny) -> None:
+    from engine.influence import gradcache
+    from engine.influence.scoring import inverse_eigenvalues, set_gradients
+
+    _, _, setup, train, queries = tiny
+    exact, _, factors = influence(setup, train[:60], queries, fisher="empirical")
+    inv = inverse_eigenvalues(factors, None)
+    grads = set_gradients(setup, queries, list(range(len(queries))), len(queries))
+    full = gradcache.build(setup, factors, train[:60], k=10_000)
+    assert torch.allclose(gradcache.score(full, factors, inv, grads), exact, rtol=2e-3, atol=2e-3 * exact.abs().max())
+    small = gradcache.build(setup, factors, train[:60], k=4)
+    assert small.bytes_per_example < full.bytes_per_example / 4
+    approx = gradcache.score(small, factors, inv, grads)
+    corr = torch.corrcoef(torch.stack([approx.flatten(), exact.flatten()]))[0, 1]
+    assert 0.3 < corr < 0.9999  # a real, lossy approximation of the same scores

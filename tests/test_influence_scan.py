@@ -199,3 +199,38 @@ def test_drilldown_per_query_scores_average_to_the_set_score(tmp_path: Path, mod
             assert mean == pytest.approx(stored, rel=1e-4)
     with pytest.raises(UserError, match="not a training example"):
         top_queries(ws, key, "nope")
+
+
+def test_cancel_stops_at_a_chunk_boundary_and_resume_completes(tmp_path: Path, model: Path) -> None:
+    from engine.errors import Cancelled
+    from engine.progress import CancelToken
+
+    ws = make_workspace(tmp_path / "ws", n_train=16)
+    token = CancelToken()
+
+    def cancel_after_first_chunk(ev) -> None:
+        if ev.stage == "scores" and ev.done >= 8:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        scan(ws, model, FAST, progress=cancel_after_first_chunk, token=token)
+    assert ws.conn.execute("SELECT status FROM scan_runs").fetchone()[0] == "cancelled"
+    assert ws.conn.execute("SELECT COUNT(DISTINCT uid) FROM influence").fetchone()[0] == 8
+    key = scan(ws, model, FAST)
+    assert last_report().n_scored == 8 and len(rows(ws, key)) == 16 * 2
+
+
+def test_chat_template_wraps_the_prompt(tmp_path: Path, model: Path) -> None:
+    from engine.influence.losses import make_units
+
+    lm = engine.models.load_model(model)
+    row = {"definition": "d", "input": "good film", "output": "positive", "label_space": None}
+    with pytest.raises(UserError, match="no chat template"):
+        make_units([row], lm.tokenizer, "causal", 64, chat=True)
+    lm.tokenizer.chat_template = "{% for m in messages %}Is it {{ m['content'] }}{% endfor %} ?"
+    (plain,), _ = make_units([row], lm.tokenizer, "causal", 64)
+    (chat,), _ = make_units([row], lm.tokenizer, "causal", 64, chat=True)
+    ids = chat.rows[0].input_ids
+    assert lm.tokenizer.convert_ids_to_tokens(ids[:2]) == ["Is", "it"]
+    assert ids[2 : 2 + len(plain.rows[0].input_ids) - 1] == plain.rows[0].input_ids[:-1]
+    assert chat.rows[0].labels[-1] == plain.rows[0].labels[-1]  # the answer is still the only target

@@ -60,7 +60,8 @@ def top_queries(
     factors = Factors.load(factors_path, loaded.device)
     inv = inverse_eigenvalues(factors, settings["damping"])
 
-    unit, _ = make_units([dict(row)], loaded.tokenizer, loaded.kind, max_len, measurement, fmt)
+    chat = bool(settings.get("chat_template"))
+    unit, _ = make_units([dict(row)], loaded.tokenizer, loaded.kind, max_len, measurement, fmt, chat)
     grad = set_gradients(setup, unit, [0], 1)
     pre = precondition(factors, grad, inv)
     norm = 1.0
@@ -73,7 +74,7 @@ def top_queries(
         "SELECT query_set_id, idx, source_uid, definition, input, output, label_space FROM queries "
         "ORDER BY query_set_id, idx"
     ) if r["query_set_id"] in set(set_ids)]
-    q_units, _ = make_units(queries, loaded.tokenizer, loaded.kind, max_len, measurement, fmt)
+    q_units, _ = make_units(queries, loaded.tokenizer, loaded.kind, max_len, measurement, fmt, chat)
     scorer = Scorer(setup, factors, inv, pre, False)
     scores = [0.0] * len(queries)
     for b in passes.run(setup, q_units, "true"):

@@ -21,6 +21,7 @@ import torch
 
 from engine.errors import UserError
 from engine.influence import passes
+from engine.influence.hooks import in_out_features
 from engine.influence.losses import Unit
 from engine.progress import CancelToken, ProgressFn, Stage, no_progress
 
@@ -119,6 +120,11 @@ def fit_factors(
                 cov_s[name] = _acc(cov_s[name], g.T @ g)
             n_tokens += b.fwd.masks["encoder"].sum()  # per-layer counts only scale A, S: eigenvectors unchanged
     reduce(n_tokens)
+    for name, module in setup.modules.items():  # a process with no units still joins the all-reduce
+        d_in, d_out = in_out_features(module)
+        if cov_a[name] is None:
+            cov_a[name] = torch.zeros((d_in, d_in), dtype=torch.float64, device=dev)
+            cov_s[name] = torch.zeros((d_out, d_out), dtype=torch.float64, device=dev)
     eig: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with Stage(progress, "eigen", len(setup.modules), token) as st:
         for name in setup.modules:
@@ -139,6 +145,8 @@ def fit_factors(
     reduce(n_ex)
     out = {}
     for name in setup.modules:
+        if name not in lam:
+            lam[name] = torch.zeros((eig[name][1].shape[0], eig[name][0].shape[0]), dtype=torch.float64, device=dev)
         value = reduce(lam[name]) / n_ex
         check_finite(value, name, "eigenvalue correction")
         out[name] = ModuleFactors(eig[name][0], eig[name][1], value.float())

@@ -15,7 +15,6 @@ layer is still exact: every path from it to the loss is intact.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -75,7 +74,7 @@ def select_modules(
 def _match(name: str, pattern: str) -> bool:
     if any(c in pattern for c in "*?["):
         return fnmatch.fnmatchcase(name, pattern)
-    return re.search(rf"(^|\.){re.escape(pattern)}($|\.)", name) is not None or pattern in name
+    return pattern in name
 
 
 def _last_block_prefixes(model: nn.Module, k: int) -> list[str]:

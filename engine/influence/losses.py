@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.batching import IGNORE, Encoded, collate, encode_pair
+from engine.batching import IGNORE, Encoded, chat_prompt, collate, encode_pair
 from engine.prompts import DEFAULT_FORMAT, PromptFormat
 
 
@@ -43,6 +43,7 @@ def make_units(
     max_length: int,
     measurement: str = "loss",
     fmt: PromptFormat = DEFAULT_FORMAT,
+    chat: bool = False,
 ) -> tuple[list[Unit], int]:
     """Units for rows with definition/input/output (and label_space for ``label_logprob``).
 
@@ -52,14 +53,20 @@ def make_units(
     units, n_plain = [], 0
     for r in records:
         prompt = fmt.prompt(r["definition"], r["input"])
+        if chat:
+            prompt = chat_prompt(tokenizer, prompt)
+
+        def enc(answer: str, prompt: str = prompt) -> Encoded:
+            return encode_pair(tokenizer, prompt, answer, kind, max_length, add_special_tokens=not chat)
+
         labels = _label_space(r.get("label_space") if hasattr(r, "get") else r["label_space"])
         gold = r["output"].strip()
         if measurement == "label_logprob" and labels and gold in labels and len(labels) > 1:
-            rows = tuple(encode_pair(tokenizer, prompt, fmt.answer(lab), kind, max_length) for lab in labels)
+            rows = tuple(enc(fmt.answer(lab)) for lab in labels)
             units.append(Unit(rows, labels.index(gold)))
         else:
             n_plain += measurement == "label_logprob"
-            units.append(Unit((encode_pair(tokenizer, prompt, fmt.answer(r["output"]), kind, max_length),)))
+            units.append(Unit((enc(fmt.answer(r["output"])),)))
     return units, n_plain
 
 
@@ -121,8 +128,11 @@ def forward(
             target = target.clone()
             for r in range(len(rows)):
                 sel = target[r] != IGNORE
-                probs = torch.softmax(logits[r, sel], dim=-1)
-                target[r, sel] = torch.multinomial(probs, 1, generator=generators[int(owner[r])]).squeeze(-1)
+                # Drawn on the CPU: CUDA and CPU generators give different streams for one seed,
+                # and the factors must not depend on the device (only a few answer tokens move).
+                probs = torch.softmax(logits[r, sel], dim=-1).cpu()
+                draw = torch.multinomial(probs, 1, generator=generators[int(owner[r])]).squeeze(-1)
+                target[r, sel] = draw.to(target.device)
     token_nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
     row_lp = -token_nll.sum(dim=1)  # log-probability of each row's answer
     return Forward(_objective(units, row_lp, owner.to(device), labels), owner, masks)

@@ -62,8 +62,7 @@ def run(
             batch_units = [units[i] for i in idx]
             gens = None
             if labels == "sample":
-                dev = next(setup.model.parameters()).device
-                gens = [torch.Generator(device=dev).manual_seed(int(seeds[i])) for i in idx]  # type: ignore[index]
+                gens = [torch.Generator().manual_seed(int(seeds[i])) for i in idx]  # type: ignore[index]
             with torch.enable_grad():
                 fwd = forward(
                     setup.model, setup.kind, batch_units, setup.pad_id, labels, gens, setup.head_tracked

@@ -56,6 +56,7 @@ class ScanSettings:
     factor_examples: int | None = None  # covariance/eigenvalue subsample; None: max(256, 10 %)
     query_sets: str = "*"  # glob over query set ids; not part of the cache key
     template: str = DEFAULT_TEMPLATE
+    chat_template: bool = False  # wrap the prompt in the tokenizer's chat template (one user turn)
     max_length: int | None = None  # None: the model's context
     batch_size: int = 16
     chunk_size: int = 256  # training examples per committed chunk (the resume granularity)
@@ -125,6 +126,7 @@ def scan(
     from engine.models import fingerprint_of
 
     dist = distributed.from_env()
+    uids = dist.broadcast(list(uids) if uids is not None else None)  # rank 0's selection (prefilter, sample)
     model_path = Path(model_path)
     fingerprint = fingerprint_of(model_path)
     train = _training_rows(ws)
@@ -140,7 +142,7 @@ def scan(
     factor_key = _sha({
         "model": fingerprint, "train": train_sha, "modules": settings.modules, "last_blocks": settings.last_blocks,
         "fisher": settings.fisher, "n_factor": n_factor, "seed": settings.seed, "template": settings.template,
-        "max_length": settings.max_length, "dtype": settings.dtype,
+        "chat": settings.chat_template, "max_length": settings.max_length, "dtype": settings.dtype,
     })
     run_key = _sha({"factors": factor_key, "damping": settings.damping, "measurement": settings.measurement,
                     "normalize": settings.normalize})[:32]
@@ -197,7 +199,7 @@ def _compute(
     max_len = min(settings.max_length or loaded.max_length, loaded.max_length)
 
     def units(rows: Sequence[dict], measurement: str) -> tuple[list, int]:
-        return make_units(rows, loaded.tokenizer, loaded.kind, max_len, measurement, fmt)
+        return make_units(rows, loaded.tokenizer, loaded.kind, max_len, measurement, fmt, settings.chat_template)
 
     if factors_path.is_file():
         factors = Factors.load(factors_path, loaded.device)
@@ -350,7 +352,7 @@ def _reusable_run(ws: Workspace, fingerprint: str, settings: ScanSettings) -> tu
     rows whose content changed are dropped by ingest and scored again.
     """
     want = json.loads(json.dumps(
-        {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size", "query_sets")}
+        {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size", "query_sets", "device")}
     ))
     for run_key, meta, path in ws.conn.execute(
         "SELECT run_key, settings, factors_path FROM scan_runs WHERE model_fingerprint = ? AND status = 'complete' "

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="training examples used to fit the curvature (default: max(256, 10%%))")
     p.add_argument("--self-influence", action="store_true", help="also store each example's self-influence")
     p.add_argument("--batch-size", type=int, default=16, metavar="B")
+    p.add_argument("--chat-template", action="store_true",
+                   help="wrap each prompt in the tokenizer's chat template (for chat-tuned models)")
     p.add_argument("--device", default=None, metavar="DEV", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                    help="model precision (default: float32 on CPU, bfloat16 on CUDA); statistics stay float32/64")
@@ -68,6 +70,7 @@ def settings_from_args(args: argparse.Namespace) -> ScanSettings:
         fisher=args.fisher, measurement=args.measurement, normalize=args.normalize,
         self_influence=args.self_influence, factor_examples=args.factor_examples, query_sets=args.query_sets,
         batch_size=args.batch_size, max_length=args.max_length, device=args.device, dtype=args.dtype,
+        chat_template=args.chat_template,
     )
 
 

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", type=Path, default=None, help="continue training this local HF model directory")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     p.add_argument("--batch-size", type=int, default=None, help="examples per step (default: 16)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-3)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(handler=_run)
 
