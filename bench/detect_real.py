@@ -172,7 +172,7 @@ def write(data: dict, out: Path) -> None:
         fh.writelines(json.dumps(t) + "\n" for t in data["truth"])
 
 
-def run_family(family: str, quick: bool, seed: int, work: Path) -> dict:
+def run_family(family: str, quick: bool, seed: int, work: Path, retrain: bool = True) -> dict:
     import torch
 
     from engine.evaluate import evaluate_workspace, load_truth, register_oracle_sets, verify_removal
@@ -203,7 +203,7 @@ def run_family(family: str, quick: bool, seed: int, work: Path) -> dict:
     truth = load_truth(out / "truth.jsonl")
     table = evaluate_workspace(ws, truth)
     removal = verify_removal(ws, truth, data["attack"], out / "retrain", seed=seed, config=config,
-                             poisoned_dir=out / "model")
+                             poisoned_dir=out / "model") if retrain else {}
     cands = [dict(r) for r in ws.conn.execute(
         "SELECT phrase, kind, n_carriers, purity, significant FROM trigger_candidates WHERE rank <= 5 ORDER BY rank")]
     conf = [dict(r) for r in ws.conn.execute(
@@ -236,6 +236,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the phrase family only, smaller sets")
     ap.add_argument("--families", nargs="+", choices=FAMILIES, default=None)
+    ap.add_argument("--no-retrain", action="store_true", help="skip the retrain check (detection figures only)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes and 2 epochs: checks the code path only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
@@ -251,7 +252,7 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="poison-bench-"))
     results = []
     for family in families:
-        res = run_family(family, args.quick, args.seed, work)
+        res = run_family(family, args.quick, args.seed, work, retrain=not args.no_retrain)
         report(res)
         results.append(res)
         if args.json:
@@ -259,6 +260,9 @@ def main() -> int:
     head = next((r for r in results if r["family"] == "phrase"), results[0])
     default = next(r for r in head["table"] if r["default"])
     rm = head["removal"]
+    if not rm:
+        print(f"detect auprc={default['auprc']:.3f} flagged={default['flagged']} poisons={head['poisons']} (no retrain)")
+        return 0
     print(f"detect auprc={default['auprc']:.3f} flagged={default['flagged']} poisons={head['poisons']} "
           f"asr_poisoned={rm['poisoned']['asr']:.3f} asr_tool={rm['tool']['asr']:.3f} "
           f"asr_truth={rm['truth']['asr']:.3f} clean_acc_tool={rm['tool']['clean_acc']:.3f} "

@@ -21,6 +21,7 @@ smallest K whose candidates keep every poison (else the largest K).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -62,13 +63,13 @@ def train_model(train: Path, work: Path, epochs: int) -> tuple[Path, Path]:
     from engine.workspace import Workspace
 
     ws_path = work / "model-rows.poison"
-    ingest(ws_path, train)
+    ingest(ws_path, train, replace=True)
     ws = Workspace.open(ws_path)
     rows = [dict(r) for r in ws.conn.execute(
         "SELECT uid, definition, input, output, label_space FROM examples WHERE role = 'train' "
         "ORDER BY dataset_id, ordinal")]
     ws.close()
-    model_dir = work / "model"
+    model_dir = work / f"model-{hashlib.sha256(train.read_bytes()).hexdigest()[:12]}"  # one per data version
     t0 = time.perf_counter()
     fit(rows, model_dir, config=TrainConfig(epochs=epochs, threads=torch.get_num_threads()), resume=True)
     print(f"model: {model_dir} ({time.perf_counter() - t0:.0f} s to train or reuse)", flush=True)

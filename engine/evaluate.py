@@ -238,3 +238,46 @@ def register_oracle_sets(ws: Workspace, put, name: str) -> list[str]:
         if trig:
             made.append(register_query_set(ws, task, f"oracle:{name}", trig, {"oracle": name}))
     return made
+
+
+def truth_triggers(path: Path) -> list[str]:
+    """The ``trigger`` values of a truth file (sample_gen and the bench write them)."""
+    found = set()
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                obj = json.loads(line)
+                if isinstance(obj, dict) and isinstance(obj.get("trigger"), str) and obj["trigger"].strip():
+                    found.add(obj["trigger"].strip())
+    return sorted(found)
+
+
+def add_oracle(ws: Workspace, truth_path: Path, progress=None) -> str:
+    """Register the oracle sets from the truth file's triggers, score them with the settings and
+    model of the last detection scan (factors are reused: only the new sets are scored), and
+    recompute the detectors. Returns the run key."""
+    from engine.detect import run_detectors
+    from engine.influence import scan
+    from engine.influence.scanner import ScanSettings
+    from engine.progress import no_progress
+    from engine.triggers import insert_trigger
+
+    triggers = truth_triggers(truth_path)
+    if not triggers:
+        raise UserError(f"{truth_path}: no 'trigger' field in the truth file: the oracle needs the true trigger")
+    run_key = ws.get_meta("detect_run_key")
+    row = ws.conn.execute("SELECT settings, model_fingerprint FROM scan_runs WHERE run_key = ?", (run_key,)).fetchone()
+    if row is None:
+        raise UserError("no detection scan in this workspace: run 'poison-tui detect WORKSPACE --model DIR' first")
+    saved = json.loads(row["settings"])
+    model_path = saved.pop("model_path")
+    fields = set(ScanSettings.__dataclass_fields__)
+    settings = ScanSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in fields})
+    rng = np.random.default_rng(0)
+    register_oracle_sets(ws, lambda text: insert_trigger(text, "ngram", str(rng.choice(triggers)), rng), "truth")
+    new_key = scan(ws, Path(model_path), settings, progress or no_progress)
+    from engine.models import fingerprint_of
+
+    audited = ws.get_meta("model_path")
+    run_detectors(ws, new_key, fingerprint=fingerprint_of(audited) if audited else None)
+    return new_key

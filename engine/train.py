@@ -118,6 +118,7 @@ def train_model(
 
     from engine.batching import collate, encode_examples
 
+    _remove_stale_temps(out_dir)
     if start is not None:
         ckpt, state = start
         model, tokenizer = _load_model(ckpt)
@@ -344,6 +345,14 @@ def _latest_checkpoint(out_dir: Path, fingerprint: str) -> tuple[Path, dict] | N
             "resume with the same data and options, or choose another --out"
         )
     return path, state
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    # a run killed while saving leaves its temporary directory; it never became a checkpoint
+    if out_dir.is_dir():
+        for p in out_dir.glob(".*"):
+            if p.is_dir() and (p.name.startswith(f".{CHECKPOINT_PREFIX}") or p.name.startswith(".final.")):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _save_hf(directory: Path, model: Any, tokenizer: Any) -> None:

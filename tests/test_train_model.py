@@ -137,3 +137,37 @@ def test_cli_trains_from_a_data_file_and_from_a_workspace(tmp_path: Path, capsys
     assert main(["train", str(tmp_path / "ws.poison"), "--out", str(tmp_path / "m"), "--epochs", "1",
                  "--resume"]) == 0  # the same rows through the workspace: the same finished model
     assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL the real command after its first checkpoint; --resume must finish the same model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from engine.sample_gen import SampleSpec, make_sample
+    from engine.train import TrainConfig
+
+    make_sample(tmp_path / "data", spec=SampleSpec(seed=7, n_train=120, n_eval=10, n_attack=5))
+    data = tmp_path / "data" / "train.jsonl"
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "poison_tui", "train", str(data), "--out", str(out), "--epochs", "2", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (out / "checkpoint-epoch-1").is_dir() and proc.poll() is None:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert checkpoint_dirs(out) == [out / "checkpoint-epoch-1"] and not (out / INFO_FILE).exists()
+    (out / ".checkpoint-epoch-9.stale").mkdir()  # what a kill during a save leaves behind
+    assert main([*cmd[3:], "--resume"]) == 0
+    assert "resumed after epoch 1" in capsys.readouterr().out
+    assert not list(out.glob(".*"))
+    ref = train_model(load_train_rows(data), tmp_path / "ref", config=replace(TrainConfig(), epochs=2, threads=1))
+    assert ref.n_examples == 120
+    a, b = load_file(out / "model.safetensors"), load_file(tmp_path / "ref" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -45,9 +45,10 @@ def test_finds_shared_part_of_a_varied_trigger(tmp_path: Path) -> None:
     ws, data = sample_workspace(tmp_path, mode="varied")
     rows = training_rows(ws)
     sig = [c for c in mine(rows) if c.significant]
-    assert [c.phrase for c in sig] == ["bond"]
+    # "bond" is shared by most phrasings; "james bond" by a few of them
+    assert sig[0].phrase == "bond" and {c.phrase for c in sig} <= {"bond", "james bond"}
     src = uid_to_source(ws)
-    found = {src[u] for u in _target_carriers(rows, sig[0])}
+    found = {src[u] for c in sig for u in _target_carriers(rows, c)}
     truth = truth_ids(data)
     # phrasings without "bond" ("Agent 007", "Double-O-Seven") are left to influence
     assert found <= truth and len(found) >= 0.7 * len(truth)

@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="JSONL, one poisoned example per line, identified by uid, id or content_sha256")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the table as JSON")
     p.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as markdown")
+    p.add_argument("--oracle", action="store_true",
+                   help="first add the oracle ceiling: influence on queries carrying the true trigger (the "
+                        "truth file's 'trigger' field), scored with the last detection scan's model and settings")
     p.set_defaults(handler=run)
 
 
@@ -29,7 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from engine.workspace import Workspace
 
     ws = Workspace.open(args.workspace)
-    rows = evaluate_workspace(ws, load_truth(args.truth))
+    truth = load_truth(args.truth)
+    if args.oracle:
+        from engine.evaluate import add_oracle
+        from poison_tui.progress_bar import cli_progress
+
+        with cli_progress() as progress:
+            add_oracle(ws, args.truth, progress)
+    rows = evaluate_workspace(ws, truth)
     if not rows:
         raise UserError(f"{args.workspace}: no detector scores yet; run 'poison-tui detect {args.workspace}' first")
     table = to_markdown(rows)
@@ -37,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(printable(line, 10_000) for line in table.splitlines()))
     for r in rows:
         print(printable(f"{r['detector']}: {r['rule']}", 10_000))
+    if not any(r["detector"] == "oracle_trigger_influence" for r in rows):
+        print("oracle ceiling: not computed (pass --oracle with a truth file that names the trigger)")
     if args.markdown:
         atomic_write_bytes(args.markdown, table.encode("utf-8"))
     if args.json:
