@@ -119,7 +119,7 @@ def test_ranks_like_the_exact_damped_fisher_on_a_small_transformer(tiny) -> None
         damping = 0.1 * torch.trace(fisher) / fisher.shape[0]
         exact += torch.linalg.solve(fisher + damping * torch.eye(len(fisher), dtype=torch.float64), g.T).T @ q.T
     rho = spearmanr(exact.flatten().numpy(), scores.flatten().numpy()).statistic
-    assert rho >= 0.9, rho
+    assert rho >= 0.9, rho  # 0.92 here; see the report for deeper or wider random models
 
 
 def test_matches_explicit_ekfac_matrices_with_multi_token_examples(tmp_path: Path) -> None:
