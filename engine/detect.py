@@ -40,8 +40,11 @@ PAPER_RULE = (
     "the paper's critical-poison rule: |mean influence on original queries| above its 90th "
     "percentile and |original - transformed| below its 10th percentile for a majority of transforms"
 )
-# Measured on bench/detect_real.py (see docs): which detector ranks the review queue when present.
-DEFAULT_ORDER = ("ensemble", "trigger_carrier", "phrase_purity", "trigger_influence", "label_sentiment_mismatch")
+# Which detector ranks the review queue: the first present. Measured with bench/detect_real.py
+# (--quick, fixed phrase, 2 % poison): trigger_carrier and phrase_purity AUPRC 1.0 with exactly the
+# poisons flagged; the ensemble ranks the same (AUPRC 1.0) but its influence outliers add false
+# flags, and influence alone is near chance (trigger 0.05, oracle 0.06): so it is not the default.
+DEFAULT_ORDER = ("trigger_carrier", "phrase_purity", "ensemble", "trigger_influence", "label_sentiment_mismatch")
 
 
 @dataclass

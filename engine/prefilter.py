@@ -12,7 +12,7 @@ suspected trigger phrase pulls that phrase's carriers to the top (rare words wei
 TF-IDF), which the tasks' own queries cannot do; ``engine.pipeline.detect`` therefore selects
 after it has registered its query sets. With such a set, the mean over a set's queries kept
 more poisons per share of data than the maximum (bench/prefilter.py: 94 % of the poisons in
-8 % of the data at K=0.02, against 69 % in 10 %), hence the default.
+7 % of the data at K=0.02, against 56 % in 9 %), hence the default.
 
 The selection is recorded in ``prefilter_runs`` / ``prefilter_candidates`` so that the report
 and the UI can say how many examples were skipped and why a candidate was kept.

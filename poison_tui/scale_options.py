@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from engine.prefilter import PrefilterSettings
 from engine.progress import ProgressFn
@@ -67,33 +67,25 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
         estimate,
         format_duration,
         strata_counts,
-        stratified_sample,
         training_rows,
     )
 
-    settings = prefilter_settings(args)
-    uids: list[str] | None = None
+    rows = training_rows(ws)
+    selection, uids = _pick(ws, args, rows)
     selection_id = None
-    if settings is not None:
-        selection = pf.select(ws, settings)
+    if selection is not None:
         selection_id = pf.record(ws, selection)
-        uids = selection.uids
-        print(f"prefilter: {len(uids)} of {selection.n_train} training examples are candidates "
+        print(f"prefilter: {len(selection.uids)} of {selection.n_train} training examples are candidates "
               f"({selection.n_skipped} will be marked not scored)", file=out)
     sample = getattr(args, "sample", None)
-    rows = training_rows(ws)
-    if sample is not None:
-        candidates = None if uids is None else set(uids)
-        pool = rows if candidates is None else [r for r in rows if r.uid in candidates]
-        uids = stratified_sample(pool, sample, seed=args.sample_seed)
     clock = StageClock(progress)
     run_key = call(uids, clock)
     if selection_id is not None:
         pf.attach_run(ws, selection_id, run_key)
     if sample is not None:
-        n_target = len(rows) if settings is None else len(selection.uids)
+        n_target = len(rows) if selection is None else len(selection.uids)
         unscored = pf.unscored_train_uids(ws, run_key)
-        if settings is not None:
+        if selection is not None:
             kept = set(selection.uids)
             unscored = [u for u in unscored if u in kept]
         computed = sum(clock.done(s) for s in PER_EXAMPLE_STAGES)
@@ -107,6 +99,29 @@ def scaled_scan(ws: Workspace, args: argparse.Namespace, call: ScanCall, progres
               file=out)
         _print_suspects(ws, run_key, uids, out, detected)
     return run_key
+
+
+def _pick(ws: Workspace, args: argparse.Namespace, rows: list) -> tuple[Any, list[str] | None]:
+    """(the prefilter's selection or None, the uids to scan or None for all). Deterministic."""
+    from engine import prefilter as pf
+    from engine.sampling import stratified_sample
+
+    settings = prefilter_settings(args)
+    selection = pf.select(ws, settings) if settings is not None else None
+    uids = None if selection is None else selection.uids
+    if getattr(args, "sample", None) is not None:
+        candidates = None if uids is None else set(uids)
+        pool = rows if candidates is None else [r for r in rows if r.uid in candidates]
+        uids = stratified_sample(pool, args.sample, seed=args.sample_seed)
+    return selection, uids
+
+
+def requested_uids(ws: Workspace, args: argparse.Namespace) -> list[str] | None:
+    """The uids ``scaled_scan`` scans, recomputed without recording: for torchrun's other ranks,
+    which must scan exactly what rank 0 scans."""
+    from engine.sampling import training_rows
+
+    return _pick(ws, args, training_rows(ws))[1]
 
 
 def scaled_detect(ws: Workspace, args: argparse.Namespace, call: DetectCall, progress: ProgressFn,

@@ -128,7 +128,7 @@ def test_influence_detectors_and_ensemble(tmp_path: Path) -> None:
     results = run_detectors(ws, run_key)
     assert {"transform_stability", "sentiment_guided", "self_influence", "trigger_influence", "trigger_carrier",
             "oracle_trigger_influence", "ensemble"} <= set(results)
-    assert ws.get_meta("default_detector") == "ensemble"
+    assert ws.get_meta("default_detector") == "trigger_carrier"
     assert critical in results["transform_stability"].flagged
     assert max(results["transform_stability"].scores, key=results["transform_stability"].scores.get) == critical
     ens = results["ensemble"]
@@ -137,7 +137,8 @@ def test_influence_detectors_and_ensemble(tmp_path: Path) -> None:
     assert set(ranked[: len(poison)]) == poison
     assert results["trigger_carrier"].flagged < poison
     assert poison <= ens.flagged
-    assert detect.DEFAULT_ORDER[0] == "ensemble"
+    # measured on bench/detect_real.py: the ensemble is not better than the carriers, so not default
+    assert detect.DEFAULT_ORDER[0] == "trigger_carrier"
 
 
 def test_detect_command_without_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -124,3 +124,18 @@ def test_detect_scale_flags_need_a_model(tmp_path: Path, capsys) -> None:
     make_workspace(tmp_path / "w.poison", n_train=10).close()
     assert main(["detect", str(tmp_path / "w.poison"), "--sample", "5"]) == 2
     assert "need --model" in capsys.readouterr().err
+
+
+def test_other_torchrun_ranks_get_the_same_uids(tmp_path: Path, model: Path) -> None:
+    from poison_tui.cli import build_parser
+    from poison_tui.scale_options import requested_uids
+
+    make_workspace(tmp_path / "w.poison", n_train=40).close()
+    argv = ["scan", str(tmp_path / "w.poison"), "--model", str(model), "--prefilter", "tfidf", "--candidates", "8",
+            "--sample", "6"]
+    ws = Workspace.open(tmp_path / "w.poison")
+    wanted = requested_uids(ws, build_parser().parse_args(argv))  # what a rank > 0 would scan
+    assert main(argv) == 0
+    assert len(wanted) == 6
+    assert sorted(wanted) == sorted(r[0] for r in ws.conn.execute("SELECT DISTINCT uid FROM influence"))
+    assert ws.conn.execute("SELECT COUNT(*) FROM prefilter_runs").fetchone()[0] == 1  # only rank 0 records

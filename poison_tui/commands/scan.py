@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         return scan(ws, model, settings, progress, token, uids=uids)
 
     if not main:  # other torchrun ranks compute their shard silently; rank 0 reports
-        scan(ws, model, settings, no_progress, token)
+        from poison_tui.scale_options import requested_uids
+
+        scan(ws, model, settings, no_progress, token, uids=requested_uids(ws, args))  # same uids as rank 0
         return 0
     with cli_progress() as progress:
         run_key = scaled_scan(ws, args, call, progress)
