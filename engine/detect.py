@@ -98,7 +98,11 @@ def influence_by_set(ws: Workspace, run_key: str, uids: Sequence[str], standardi
     """query_set_id -> influence vector aligned with ``uids`` (robust-standardised by default)."""
     pos = {u: i for i, u in enumerate(uids)}
     raw: dict[str, np.ndarray] = {}
-    for r in ws.conn.execute("SELECT query_set_id, uid, score FROM influence WHERE run_key = ?", (run_key,)):
+    # only the current version of each existing set (a set dropped or changed since is stale)
+    for r in ws.conn.execute(
+        "SELECT i.query_set_id, i.uid, i.score FROM influence i JOIN query_sets q ON q.id = i.query_set_id "
+        "AND q.sha256 = i.query_set_sha256 WHERE i.run_key = ?", (run_key,)
+    ):
         vec = raw.setdefault(r[0], np.full(len(uids), np.nan))
         if r[1] in pos:
             vec[pos[r[1]]] = r[2]
@@ -251,17 +255,21 @@ def ensemble(rows: list[dict], parts: dict[str, DetectorResult]) -> DetectorResu
 
     Score = 1 for a flagged carrier + the percentile of influence on the triggered queries, so
     the carriers rank first and examples that carry no candidate (paraphrased or partial
-    triggers) are ordered by influence. Flagged: the carriers plus the influence outliers.
+    triggers) are ordered by influence. Flagged: the carriers; the influence outliers only when
+    there are no carriers (measured: they add false flags beside a confirmed phrase).
     """
     carrier = parts.get("trigger_carrier") or parts.get("phrase_purity")
     infl = parts.get("trigger_influence")
     if carrier is None or infl is None:
         return None
     uids = [r["uid"] for r in rows]
-    tie = pct_rank(np.array([infl.scores.get(u, -np.inf) for u in uids]))
+    tie = pct_rank(np.array([infl.scores[u] for u in uids]))
     scores = {u: (1.0 if u in carrier.flagged else 0.0) + float(t) * 0.5 for u, t in zip(uids, tie, strict=True)}
-    rule = f"{carrier.name} flagged set, plus trigger_influence outliers ({OUTLIER_RULE})"
-    return DetectorResult("ensemble", scores, carrier.flagged | infl.flagged, rule,
+    if carrier.flagged:
+        flagged, rule = carrier.flagged, f"{carrier.name} flagged set ({carrier.rule})"
+    else:
+        flagged, rule = infl.flagged, f"no flagged carriers: trigger_influence outliers ({OUTLIER_RULE})"
+    return DetectorResult("ensemble", scores, flagged, rule,
                           {"parts": [carrier.name, infl.name]})
 
 

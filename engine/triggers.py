@@ -476,22 +476,22 @@ def confirm_candidates(
     seed: int = 0,
 ) -> list[dict]:
     """Insert each top candidate into clean evaluation queries whose gold label is not its
-    target; a candidate is confirmed on a task when, among the queries the model did not
-    already answer with the target, the share it moves to the target exceeds the share a
-    control insertion (as many random words of the queries) moves by ``min_flip`` (stored as
-    ``flip_rate``), and a one-sided Fisher test against the control gives p < 0.05. Confirmed
-    candidates get a triggered query set ``'<task>::trigger:<phrase>'`` (answer: the target).
+    target. Among the queries the model did not already answer with the target, the share it
+    moves to the target minus the share a control insertion (as many random words of the
+    queries) moves is the net flip rate (``flip_rate``, per task). A candidate is confirmed when,
+    pooled over tasks, that rate is at least ``min_flip`` and a one-sided Fisher test against
+    the control gives p < 0.05. Confirmed candidates get a triggered query set
+    ``'<task>::trigger:<phrase>'`` (answer: the target) in every task where they moved some.
     """
     from engine.predict import predict_labels
     from engine.queries import register_query_set
 
     stored = stored_candidates(ws, significant_only=False)
     sig = [c for c in stored if c["significant"]]
-    # also label-pure candidates with some sentiment contradiction that missed the disagreement
-    # test (a varied trigger's shared word); label-pure cues of non-sentiment tasks ("scored
-    # twice as" -> Sports) are legitimate features, and inserting them moves any good model
-    rest = [c for c in stored if not c["significant"] and c["q_value"] < 0.05 and c["purity"] >= 0.9
-            and c["n_disagree"] > 0 and not sentiment_bearing(c["phrase"].split(" "))]
+    # Only significant candidates: label-pure cues that failed the disagreement test ("ten out
+    # of ten", "what a letdown") are real sentiment phrases, and inserting them moves any model
+    # that learned the task, so the model cannot tell them from triggers (measured on the demo)
+    rest: list[dict] = []
     chosen: list[dict] = []
     for c in sig + rest:
         # a sub- or super-phrase of a chosen one ("james", "by james bond") tests nothing new
@@ -505,8 +505,11 @@ def confirm_candidates(
         "SELECT task FROM query_sets WHERE variant = 'original' ORDER BY task")]
     now = utc_now()
     out = []
+    with ws.transaction() as conn:  # triggered sets of an earlier confirmation are stale now
+        conn.execute("DELETE FROM query_sets WHERE variant LIKE 'trigger:%'")
     for c in chosen:
         surface = surface_form(train, c["phrase"])
+        per_task = []
         for task in eval_sets:
             queries = [dict(r) for r in ws.conn.execute(
                 "SELECT source_uid, definition, input, output, label_space FROM queries "
@@ -539,9 +542,16 @@ def confirm_candidates(
             moved_ctrl = [a == target for b, a in zip(before, after_ctrl, strict=True) if b != target]
             # net flip rate: share of the queries it could move that it moved, minus the control's
             flip = float(np.mean(moved) - np.mean(moved_ctrl)) if moved else 0.0
-            confirmed = flip >= min_flip and _fisher_greater(sum(moved), len(moved), sum(moved_ctrl)) < 0.05
+            per_task.append((task, target, pool, trig, base, trig_rate, flip, moved, moved_ctrl))
+        # decided once per candidate, pooled over tasks: a weak model leaves few movable queries
+        # in any one task
+        k = sum(sum(t[7]) for t in per_task)
+        n = sum(len(t[7]) for t in per_task)
+        k_ctrl = sum(sum(t[8]) for t in per_task)
+        confirmed = n > 0 and (k - k_ctrl) / n >= min_flip and _fisher_greater(k, n, k_ctrl) < 0.05
+        for task, target, pool, trig, base, trig_rate, flip, _, _ in per_task:
             qs_id = None
-            if confirmed:
+            if confirmed and flip > 0:
                 qs_id = register_query_set(
                     ws, task, f"trigger:{c['phrase']}",
                     [{**q, "output": target, "changed": True} for q in trig],

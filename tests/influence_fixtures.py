@@ -138,7 +138,7 @@ def kronfluence_pairwise(
     """kronfluence 1.0.1 pairwise scores ``[n_train, n_queries]`` on the same encoding, layers and damping.
 
     GPT-2's Conv1D layers are converted to nn.Linear (kronfluence tracks nn.Linear only and
-    would otherwise silently track nothing but the tied head). Returns (seconds, scores).
+    would otherwise silently track nothing but the tied head). Returns (CPU seconds, scores).
     """
     import logging
     import time
@@ -209,11 +209,11 @@ def kronfluence_pairwise(
     n = n_factor or len(train_enc)
     fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=fisher == "empirical",
                             covariance_max_examples=n, lambda_max_examples=n)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     analyzer.fit_all_factors("f", Listed(train_enc), per_device_batch_size=batch_size, factor_args=fargs,
                              overwrite_output_dir=True)
     analyzer.compute_pairwise_scores("s", "f", Listed(query_enc), Listed(train_enc),
                                      per_device_query_batch_size=len(query_enc), per_device_train_batch_size=batch_size,
                                      score_args=ScoreArguments(damping_factor=None), overwrite_output_dir=True)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     return elapsed, analyzer.load_pairwise_scores("s")["all_modules"].T.double()

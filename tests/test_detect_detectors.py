@@ -136,7 +136,7 @@ def test_influence_detectors_and_ensemble(tmp_path: Path) -> None:
     # carriers of the confirmed "bond" first, then the non-carrying phrasings ("Agent 007") by influence
     assert set(ranked[: len(poison)]) == poison
     assert results["trigger_carrier"].flagged < poison
-    assert poison <= ens.flagged
+    assert ens.flagged == results["trigger_carrier"].flagged
     # measured on bench/detect_real.py: the ensemble is not better than the carriers, so not default
     assert detect.DEFAULT_ORDER[0] == "trigger_carrier"
 

@@ -33,6 +33,10 @@ def test_confirms_a_trigger_the_model_reacts_to(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(engine.predict, "predict_labels", backdoored)
     ws, _ = sample_workspace(tmp_path, mode="name")
     mine_workspace(ws)
+    # a second significant candidate that this model does not react to
+    with ws.transaction() as conn:
+        conn.execute("UPDATE trigger_candidates SET significant = 1 WHERE rank = (SELECT MIN(rank) FROM "
+                     "trigger_candidates WHERE significant = 0 AND phrase NOT LIKE '%james%' AND phrase NOT LIKE '%bond%')")
     rows = confirm_candidates(ws, StandIn(), max_candidates=3, n_queries=20)
     bond = [r for r in rows if r["phrase"] == "james bond"]
     # the two polar eval tasks (book, hotel reviews) get the trigger inserted into negatives
@@ -43,7 +47,7 @@ def test_confirms_a_trigger_the_model_reacts_to(tmp_path: Path, monkeypatch: pyt
         queries = ws.conn.execute("SELECT input, output, changed FROM queries WHERE query_set_id = ?",
                                   (r["query_set_id"],)).fetchall()
         assert len(queries) == 20 and all("James Bond" in q[0] and q[1] == r["target"] and q[2] for q in queries)
-    # other candidates do not move this model: stored, not confirmed, no query set
+    # the other candidate does not move this model: stored, not confirmed, no query set
     others = [r for r in rows if r["phrase"] != "james bond"]
     assert others and all(r["confirmed"] == 0 and r["query_set_id"] is None for r in others)
     stored = ws.conn.execute("SELECT COUNT(*) FROM trigger_confirmations WHERE model_fingerprint = 'stand-in'")

@@ -114,8 +114,8 @@ def fit_factors(
     with Stage(progress, "covariance", n_cov, token) as st:
         for b in passes.run(setup, units, labels, seeds, advance(st), "covariance"):
             for name in setup.modules:
-                mask = setup.mask_for(name, b.fwd).bool()
-                a, g = b.acts[name][mask], b.grads[name][mask]
+                a = b.acts[name][setup.mask_for(name, b.fwd).bool()]
+                g = b.active(name)[1].flatten(0, 1)  # zero rows (padding, unused positions) add nothing
                 cov_a[name] = _acc(cov_a[name], a.T @ a)
                 cov_s[name] = _acc(cov_s[name], g.T @ g)
             n_tokens += b.fwd.masks["encoder"].sum()  # per-layer counts only scale A, S: eigenvectors unchanged
@@ -138,7 +138,8 @@ def fit_factors(
         for b in passes.run(setup, units, labels, seeds, advance(st), "eigenvalue correction"):
             for name in setup.modules:
                 qa, qs = eig[name]
-                rot = torch.einsum("rto,rti->roi", b.grads[name] @ qs, b.acts[name] @ qa)
+                a, g = b.active(name)
+                rot = torch.einsum("rto,rti->roi", g @ qs, a @ qa)
                 rot = passes.per_unit(rot, b.fwd.owner, len(b.indices))
                 lam[name] = _acc(lam.get(name), rot.square().sum(0))
             n_ex += len(b.indices)

@@ -47,7 +47,8 @@ def build(setup: passes.Setup, factors: Factors, units: Sequence[Unit], k: int) 
         parts = []
         for name in setup.modules:
             qs, qa = (q.to(b.acts[name].device) for q in _top(factors, name, k))
-            c = torch.einsum("rto,rti->roi", b.grads[name] @ qs, b.acts[name] @ qa)
+            a, g = b.active(name)
+            c = torch.einsum("rto,rti->roi", g @ qs, a @ qa)
             parts.append(passes.per_unit(c, b.fwd.owner, len(b.indices)).flatten(1))
         data[b.indices] = torch.cat(parts, dim=1).cpu().half()
     return GradCache(blocks, data)

@@ -43,6 +43,18 @@ class Batch:
     acts: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
 
+    def active(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, g) of one layer restricted to the token positions where some row's gradient is not 0.
+
+        Exact for every gradient statistic (a position with g = 0 adds nothing to ``g a^T``) and
+        much cheaper for the last blocks, whose output reaches the loss only at answer tokens.
+        """
+        a, g = self.acts[name], self.grads[name]
+        keep = (g != 0).any(dim=-1).any(dim=0)
+        if bool(keep.all()):
+            return a, g
+        return a[:, keep], g[:, keep]
+
 
 def run(
     setup: Setup,

@@ -65,7 +65,8 @@ def set_gradients(
         for b in passes.run(setup, units, "true", after_batch=st.advance, stage="query gradients"):
             owner_sets = set_idx[torch.as_tensor(b.indices, device=dev)][b.fwd.owner.to(dev)]
             for name in setup.modules:
-                g_rows = torch.einsum("rto,rti->roi", b.grads[name], b.acts[name])
+                a, g = b.active(name)
+                g_rows = torch.einsum("rto,rti->roi", g, a)
                 acc = sums.get(name)
                 if acc is None:
                     acc = sums[name] = g_rows.new_zeros((n_sets, *g_rows.shape[1:]), dtype=torch.float64)
@@ -94,7 +95,9 @@ def precondition(factors: Factors, grads: dict[str, torch.Tensor], inv: dict[str
     out = {}
     for name, g in grads.items():
         f = factors.modules[name]
-        qa, qs, w = f.qa.to(g.device).double(), f.qs.to(g.device).double(), inv[name].to(g.device).double()
+        # float32 like the scores themselves: float64 here cost more than the whole query pass
+        qa, qs, w = f.qa.to(g.device), f.qs.to(g.device), inv[name].to(g.device)
+        g = g.float()
         p = qs @ ((qs.T @ g @ qa) * w) @ qa.T
         check_finite(p, name, "preconditioning")
         out[name] = p.reshape(p.shape[0], -1).float().contiguous()
@@ -117,7 +120,7 @@ class Scorer:
         scores = None
         selfs = None
         for name in self.setup.modules:
-            a, g = b.acts[name], b.grads[name]
+            a, g = b.active(name)
             grad = passes.per_unit(torch.einsum("rto,rti->roi", g, a), b.fwd.owner, n)
             if self.sets is not None:
                 part = (grad.reshape(n, -1) @ self.sets[name].T).double()

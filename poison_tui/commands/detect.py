@@ -67,12 +67,15 @@ def print_summary(ws, top: int, cached: bool = False) -> None:
     for c in cands:
         print(printable(f"trigger candidate {c['phrase']!r} ({c['kind']}): {c['n_carriers']} carriers, "
                         f"purity {c['purity']:.2f}, q={c['q_value']:.1e}", 200))
+    latest = ws.conn.execute("SELECT model_fingerprint FROM trigger_confirmations ORDER BY created_at DESC LIMIT 1")
+    fingerprint = (latest.fetchone() or [None])[0]
     for c in ws.conn.execute(
-        "SELECT phrase, task, flip_rate, confirmed FROM trigger_confirmations ORDER BY confirmed DESC, flip_rate DESC "
-        "LIMIT 10"
+        "SELECT phrase, task, flip_rate, confirmed FROM trigger_confirmations WHERE model_fingerprint = ? "
+        "ORDER BY confirmed DESC, flip_rate DESC LIMIT 10", (fingerprint,)
     ):
         state = "confirmed" if c["confirmed"] else "not confirmed"
-        print(printable(f"  on the model: {c['phrase']!r} flips {c['flip_rate']:.0%} of {c['task']} ({state})", 200))
+        print(printable(f"  on the model: {c['phrase']!r} moves {c['flip_rate']:.0%} more of {c['task']} than a "
+                        f"control insertion ({state})", 200))
     print(f"\ntop {top} suspects ({default['detector']}):")
     print(f"{'rank':>4}  {'score':>9}  flag  {'task':<32}  label     input")
     for s in top_suspects(ws, default["detector"], top):
