@@ -166,4 +166,6 @@ def _eigvecs(cov: torch.Tensor, module: str, stage: str) -> torch.Tensor:
         _, vecs = torch.linalg.eigh(cov)
     except RuntimeError as exc:
         raise UserError(f"eigendecomposition of the {stage} of layer {module} failed: {exc}") from None
-    return vecs.float()
+    # LAPACK returns column-major eigenvectors: make them row-major like the saved file, so that a
+    # resumed run (factors read back) multiplies in the same layout and gets bit-identical scores.
+    return vecs.float().contiguous()
