@@ -134,6 +134,8 @@ def detect(
         ws.set_meta("detect_key", key, conn)
         ws.set_meta("detect_run_key", run_key, conn)
         ws.set_meta("model_path", str(Path(model).resolve()), conn)
+        # the review app's compute screen re-runs this pipeline with the same model and checkpoint
+        ws.set_meta("checkpoint_path", str(Path(scan_model).resolve()), conn)
     return {"detectors": results, "run_key": run_key, "cached": False, "prefilter_id": selection_id}
 
 

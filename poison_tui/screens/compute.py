@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, Static
 
 from engine.errors import Cancelled, UserError
-from engine.progress import CancelToken, ProgressEvent, ProgressFn, Stage
+from engine.progress import CancelToken, ProgressEvent, ProgressFn
 from engine.workspace import Workspace
 from poison_tui.messages import ComputeFinished, ComputeProgress
 from poison_tui.widgets.literal import visible
@@ -30,28 +30,18 @@ _POST_EVERY_S = 0.05  # a stage reporting every row would flood the message queu
 
 
 def engine_job(ws: Workspace, progress: ProgressFn, token: CancelToken) -> None:
-    """Sentiment, then the influence scan when a model is configured, then the detectors.
-
-    Each step gets a stage of its own (engine functions that report finer progress add their
-    own stages under it), so the screen always shows where the run is.
+    """The detection pipeline the CLI's ``detect`` runs (mining, query sets, one EK-FAC scan,
+    detectors), with the model and checkpoint of the workspace's last run when there is one;
+    without a model only the data-only detectors run. It reports its own stages.
     """
-    from engine import detect, sentiment
+    from pathlib import Path
 
-    with Stage(progress, "sentiment", 1, token) as stage:
-        sentiment.score_workspace(ws, "vader")
-        stage.advance()
-    model_path = ws.get_meta("model_path")
-    try:
-        from engine.influence import scan  # type: ignore[attr-defined]
-    except ImportError:  # the EK-FAC module is not in this build
-        scan = None
-    if model_path and scan is not None:
-        with Stage(progress, "influence", 1, token) as stage:
-            scan(ws, model_path, None, progress, token)
-            stage.advance()
-    with Stage(progress, "detectors", 1, token) as stage:
-        detect.run_detectors(ws, progress=progress)
-        stage.advance()
+    from engine.pipeline import detect
+
+    model = ws.get_meta("model_path")
+    checkpoint = ws.get_meta("checkpoint_path")
+    detect(ws, Path(model) if model else None, Path(checkpoint) if checkpoint else None,
+           progress=progress, token=token)
 
 
 def format_eta(seconds: float | None) -> str:
