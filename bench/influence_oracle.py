@@ -1,0 +1,157 @@
+"""Why is influence on triggered queries weak on the demo? A small grid (issue #8).
+
+    python bench/influence_oracle.py --workspace DEMO/demo.poison --model DEMO/model-XXXX \
+        [--clean 600] [--out /tmp/h8/grid]
+
+Works on a *copy* of the demo workspace (``--out``), never on the original. It registers the
+oracle query sets (queries of the polar eval tasks with the TRUE trigger inserted, from
+``sample_data/truth.jsonl``: evaluation only) in two target-label conventions:
+
+* ``oracle:truth``      answered with the label the trigger forces (positive): score as is;
+* ``oracle:truth_gold`` the same texts answered with their original (negative) label: score negated.
+
+and scans, for each checkpoint (epoch 1, 2, 3, final) and measurement (loss, label_logprob),
+every training poison plus ``--clean`` random clean rows (the rest are not scored, to keep each
+run short). ``normalize`` none vs grad_norm come from the same scan: the stored grad_norm scores
+times sqrt(self-influence) are the raw ones. For each cell it prints AUROC / AUPRC of the oracle
+and of ``trigger_influence`` (the confirmed-candidate sets the pipeline registered), each the mean
+of the per-set robust z-scores as in ``engine.detect``. Baseline: the current pipeline default
+(ep2, label_logprob, grad_norm, oracle:truth), measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.detect import robust_z  # noqa: E402
+from engine.evaluate import auprc, auroc, load_truth, register_oracle_sets, truth_mask, truth_triggers  # noqa: E402
+from engine.influence import scan  # noqa: E402
+from engine.influence.scanner import ScanSettings  # noqa: E402
+from engine.triggers import insert_trigger  # noqa: E402
+from engine.workspace import Workspace  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def register_gold_convention(ws: Workspace, triggers: list[str]) -> None:
+    """The same triggered texts as ``oracle:truth`` (same rng stream), answered with the gold label."""
+    from engine.queries import register_query_set
+
+    for set_id in [r[0] for r in ws.conn.execute("SELECT id FROM query_sets WHERE variant = 'oracle:truth'")]:
+        task = set_id.split("::")[0]
+        trig = [dict(r) for r in ws.conn.execute(
+            "SELECT source_uid, definition, input, label_space FROM queries WHERE query_set_id = ? ORDER BY idx",
+            (set_id,))]
+        gold = {r[0]: r[1] for r in ws.conn.execute(
+            "SELECT source_uid, output FROM queries WHERE query_set_id = ?", (f"{task}::original",))}
+        rows = [{**r, "output": gold[r["source_uid"]], "changed": True} for r in trig]
+        register_query_set(ws, task, "oracle:truth_gold", rows, {"oracle": "gold-label convention"})
+
+
+def vectors(ws: Workspace, run_key: str, uids: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    pos = {u: i for i, u in enumerate(uids)}
+    sets: dict[str, np.ndarray] = {}
+    for qs, uid, score in ws.conn.execute("SELECT query_set_id, uid, score FROM influence WHERE run_key = ?",
+                                          (run_key,)):
+        if uid in pos:
+            sets.setdefault(qs, np.full(len(uids), np.nan))[pos[uid]] = score
+    selfs = np.full(len(uids), np.nan)
+    for uid, s in ws.conn.execute("SELECT uid, score FROM self_influence WHERE run_key = ?", (run_key,)):
+        if uid in pos:
+            selfs[pos[uid]] = s
+    return sets, selfs
+
+
+def detector(sets: dict[str, np.ndarray], variant: str, sign: float, scale: np.ndarray) -> np.ndarray | None:
+    names = [k for k in sets if k.split("::", 1)[1] == variant or
+             (variant == "trigger:*" and k.split("::", 1)[1].startswith("trigger:"))]
+    if not names:
+        return None
+    return np.mean([robust_z(sign * sets[k] * scale) for k in names], axis=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workspace", type=Path, required=True)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--truth", type=Path, default=ROOT / "sample_data" / "truth.jsonl")
+    ap.add_argument("--clean", type=int, default=600)
+    ap.add_argument("--epochs", default="1,2,3,final")
+    ap.add_argument("--measurements", default="label_logprob,loss")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/h8/grid"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    ws_path = args.out / "ws.poison"
+    if not ws_path.exists():
+        shutil.copytree(args.workspace, ws_path)
+    ws = Workspace.open(ws_path)
+    truth = truth_mask(ws, load_truth(args.truth))
+    triggers = truth_triggers(args.truth)
+    if not ws.conn.execute("SELECT 1 FROM query_sets WHERE variant = 'oracle:truth'").fetchone():
+        rng = np.random.default_rng(0)  # the stream add_oracle uses
+        register_oracle_sets(ws, lambda t: insert_trigger(t, "ngram", str(rng.choice(triggers)), rng), "truth")
+        register_gold_convention(ws, triggers)
+    poisons = sorted(u for u, p in truth.items() if p)
+    clean = sorted(u for u, p in truth.items() if not p)
+    rng = np.random.default_rng(0)
+    uids = poisons + sorted(rng.choice(clean, size=min(args.clean, len(clean)), replace=False).tolist())
+    y = np.array([truth[u] for u in uids])
+    print(f"scored: {len(poisons)} poisons + {len(uids) - len(poisons)} random clean rows "
+          f"(base rate {y.mean():.3f}); {torch.get_num_threads()} threads")
+
+    base = ScanSettings(measurement="label_logprob", normalize="grad_norm", self_influence=True,
+                        query_sets="*::[ot]r*", seed=0)  # oracle:* and trigger:* sets only
+    rows = []
+    for ep in args.epochs.split(","):
+        model = args.model if ep == "final" else args.model / f"checkpoint-epoch-{ep}"
+        for meas in args.measurements.split(","):
+            t0 = time.time()
+            key = scan(ws, model, replace(base, measurement=meas), uids=uids)
+            secs = time.time() - t0
+            sets, selfs = vectors(ws, key, uids)
+            for norm in ("grad_norm", "none"):
+                scale = np.ones(len(uids)) if norm == "grad_norm" else np.sqrt(np.clip(selfs, 0, None))
+                cell = {"epoch": ep, "measurement": meas, "normalize": norm, "seconds": secs}
+                for name, variant, sign in (("oracle", "oracle:truth", 1.0), ("oracle_gold", "oracle:truth_gold", -1.0),
+                                            ("trigger", "trigger:*", 1.0)):
+                    vec = detector(sets, variant, sign, scale)
+                    cell[name] = (auroc(vec, y), auprc(vec, y)) if vec is not None else (float("nan"),) * 2
+                rows.append(cell)
+                print(_fmt(cell), flush=True)
+
+    print("\n| epoch | measurement | normalize | oracle AUROC/AUPRC | oracle (gold label, -) | trigger_influence | scan s |")
+    print("|---|---|---|---|---|---|---|")
+    for c in rows:
+        print(_fmt(c))
+    b = next((c for c in rows if (c["epoch"], c["measurement"], c["normalize"]) == ("2", "label_logprob", "grad_norm")),
+             None)
+    if b is not None:
+        best = max(rows, key=lambda c: c["oracle"][1])
+        print(f"\nbaseline (current default ep2/label_logprob/grad_norm) oracle AUPRC {b['oracle'][1]:.3f}; "
+              f"best oracle AUPRC {best['oracle'][1]:.3f} at ep{best['epoch']}/{best['measurement']}/"
+              f"{best['normalize']} (ratio {best['oracle'][1] / max(b['oracle'][1], 1e-9):.2f}x)")
+
+
+def _fmt(c: dict) -> str:
+    def pair(p: tuple[float, float]) -> str:
+        return f"{p[0]:.3f} / {p[1]:.3f}"
+
+    return (f"| {c['epoch']} | {c['measurement']} | {c['normalize']} | {pair(c['oracle'])} | "
+            f"{pair(c['oracle_gold'])} | {pair(c['trigger'])} | {c['seconds']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
