@@ -33,12 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.detect import robust_z  # noqa: E402
-from engine.evaluate import auprc, auroc, load_truth, register_oracle_sets, truth_mask, truth_triggers  # noqa: E402
-from engine.influence import scan  # noqa: E402
-from engine.influence.scanner import ScanSettings  # noqa: E402
-from engine.triggers import insert_trigger  # noqa: E402
-from engine.workspace import Workspace  # noqa: E402
+from engine.detect import robust_z
+from engine.evaluate import auprc, auroc, load_truth, register_oracle_sets, truth_mask, truth_triggers
+from engine.influence import scan
+from engine.influence.scanner import ScanSettings
+from engine.triggers import insert_trigger
+from engine.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +58,25 @@ def register_gold_convention(ws: Workspace, triggers: list[str]) -> None:
         register_query_set(ws, task, "oracle:truth_gold", rows, {"oracle": "gold-label convention"})
 
 
+def register_untriggered(ws: Workspace) -> None:
+    """Contrast sets: each triggered set's queries WITHOUT the trigger (their original input),
+    answered with the same target label. Influence on the triggered set minus influence on this
+    one is the influence on log p(target | x + trigger) - log p(target | x): the trigger's own
+    effect, with the generic "supports this label token" component cancelled."""
+    from engine.queries import register_query_set
+
+    for set_id, variant in ws.conn.execute(
+            "SELECT id, variant FROM query_sets WHERE variant = 'oracle:truth' OR variant LIKE 'trigger:%'").fetchall():
+        task = set_id.split("::")[0]
+        orig = {r[0]: r[1] for r in ws.conn.execute(
+            "SELECT source_uid, input FROM queries WHERE query_set_id = ?", (f"{task}::original",))}
+        rows = [{**dict(r), "input": orig[r["source_uid"]], "changed": True} for r in ws.conn.execute(
+            "SELECT source_uid, definition, input, output, label_space FROM queries WHERE query_set_id = ? "
+            "ORDER BY idx", (set_id,))]
+        register_query_set(ws, task, f"{variant.split(':')[0]}_base:{variant.split(':', 1)[1]}", rows,
+                           {"base_of": set_id})
+
+
 def vectors(ws: Workspace, run_key: str, uids: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     pos = {u: i for i, u in enumerate(uids)}
     sets: dict[str, np.ndarray] = {}
@@ -72,12 +91,22 @@ def vectors(ws: Workspace, run_key: str, uids: list[str]) -> tuple[dict[str, np.
     return sets, selfs
 
 
-def detector(sets: dict[str, np.ndarray], variant: str, sign: float, scale: np.ndarray) -> np.ndarray | None:
+def detector(sets: dict[str, np.ndarray], variant: str, sign: float, scale: np.ndarray,
+             contrast: bool = False) -> np.ndarray | None:
     names = [k for k in sets if k.split("::", 1)[1] == variant or
              (variant == "trigger:*" and k.split("::", 1)[1].startswith("trigger:"))]
     if not names:
         return None
-    return np.mean([robust_z(sign * sets[k] * scale) for k in names], axis=0)
+
+    def vec(k: str) -> np.ndarray:
+        v = sets[k]
+        if contrast:  # minus the same queries without the trigger (register_untriggered)
+            task, var = k.split("::", 1)
+            kind, rest = var.split(":", 1)
+            v = v - sets[f"{task}::{kind}_base:{rest}"]
+        return robust_z(sign * v * scale)
+
+    return np.mean([vec(k) for k in names], axis=0)
 
 
 def main() -> None:
@@ -104,6 +133,8 @@ def main() -> None:
         rng = np.random.default_rng(0)  # the stream add_oracle uses
         register_oracle_sets(ws, lambda t: insert_trigger(t, "ngram", str(rng.choice(triggers)), rng), "truth")
         register_gold_convention(ws, triggers)
+    if not ws.conn.execute("SELECT 1 FROM query_sets WHERE variant = 'oracle_base:truth'").fetchone():
+        register_untriggered(ws)
     poisons = sorted(u for u, p in truth.items() if p)
     clean = sorted(u for u, p in truth.items() if not p)
     rng = np.random.default_rng(0)
@@ -113,7 +144,7 @@ def main() -> None:
           f"(base rate {y.mean():.3f}); {torch.get_num_threads()} threads")
 
     base = ScanSettings(measurement="label_logprob", normalize="grad_norm", self_influence=True,
-                        query_sets="*::[ot]r*", seed=0)  # oracle:* and trigger:* sets only
+                        query_sets="*::[ot]r*[:_]*", seed=0)  # oracle:* and trigger:* sets only
     rows = []
     for ep in args.epochs.split(","):
         model = args.model if ep == "final" else args.model / f"checkpoint-epoch-{ep}"
@@ -125,15 +156,18 @@ def main() -> None:
             for norm in ("grad_norm", "none"):
                 scale = np.ones(len(uids)) if norm == "grad_norm" else np.sqrt(np.clip(selfs, 0, None))
                 cell = {"epoch": ep, "measurement": meas, "normalize": norm, "seconds": secs}
-                for name, variant, sign in (("oracle", "oracle:truth", 1.0), ("oracle_gold", "oracle:truth_gold", -1.0),
-                                            ("trigger", "trigger:*", 1.0)):
-                    vec = detector(sets, variant, sign, scale)
+                for name, variant, sign, contrast in (
+                        ("oracle", "oracle:truth", 1.0, False), ("oracle_gold", "oracle:truth_gold", -1.0, False),
+                        ("trigger", "trigger:*", 1.0, False), ("oracle_contrast", "oracle:truth", 1.0, True),
+                        ("trigger_contrast", "trigger:*", 1.0, True)):
+                    vec = detector(sets, variant, sign, scale, contrast)
                     cell[name] = (auroc(vec, y), auprc(vec, y)) if vec is not None else (float("nan"),) * 2
                 rows.append(cell)
                 print(_fmt(cell), flush=True)
 
-    print("\n| epoch | measurement | normalize | oracle AUROC/AUPRC | oracle (gold label, -) | trigger_influence | scan s |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| epoch | measurement | normalize | oracle AUROC/AUPRC | oracle (gold label, -) | trigger_influence "
+          "| oracle, contrast | trigger_influence, contrast | scan s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in rows:
         print(_fmt(c))
     b = next((c for c in rows if (c["epoch"], c["measurement"], c["normalize"]) == ("2", "label_logprob", "grad_norm")),
@@ -150,7 +184,8 @@ def _fmt(c: dict) -> str:
         return f"{p[0]:.3f} / {p[1]:.3f}"
 
     return (f"| {c['epoch']} | {c['measurement']} | {c['normalize']} | {pair(c['oracle'])} | "
-            f"{pair(c['oracle_gold'])} | {pair(c['trigger'])} | {c['seconds']:.0f} |")
+            f"{pair(c['oracle_gold'])} | {pair(c['trigger'])} | {pair(c['oracle_contrast'])} | "
+            f"{pair(c['trigger_contrast'])} | {c['seconds']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import numpy as np
 from engine.errors import UserError
 from engine.progress import ProgressFn, no_progress
 from engine.sentiment import cached_scores, label_polarity, score_workspace
-from engine.triggers import carries, stored_candidates, tokenize
+from engine.triggers import carries, stored_candidates, tokenize, training_rows
 from engine.workspace import Workspace, utc_now
 
 Z_CUT = 3.5
@@ -82,15 +82,6 @@ def pct_rank(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- inputs from the workspace
-def train_rows(ws: Workspace) -> list[dict]:
-    rows = []
-    for r in ws.conn.execute(
-        "SELECT uid, task, input, output, label_space FROM examples WHERE role = 'train' ORDER BY uid"
-    ):
-        d = dict(r)
-        d["label_space"] = json.loads(d["label_space"]) if d["label_space"] else None
-        rows.append(d)
-    return rows
 
 
 def influence_by_set(ws: Workspace, run_key: str, uids: Sequence[str], standardize: bool = True
@@ -286,7 +277,7 @@ def run_detectors(
     ``run_key``: the influence scan to use (latest complete one when None and one exists).
     ``fingerprint``: the model whose trigger confirmations count (the scan's model by default).
     """
-    rows = train_rows(ws)
+    rows = training_rows(ws)
     if not rows:
         raise UserError("the workspace has no training examples; ingest a dataset first")
     if run_key is None:

@@ -43,7 +43,11 @@ def load_model(path: str | Path, device: str | None = None, dtype: Any = None) -
     and uses bfloat16 on CUDA when the GPU supports it.
     """
     import torch
+    from transformers.utils import logging as hf_logging
 
+    # transformers draws a "Loading weights" bar per load; it would interleave with our own
+    # per-stage progress bars (a scan loads several checkpoints), so it stays off.
+    hf_logging.disable_progress_bar()
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{path}: model not found (expected a directory saved with save_pretrained, or a .gguf file)")
