@@ -11,9 +11,13 @@ typo does not silently leave the old key in place.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from engine.errors import InputError
 
