@@ -10,6 +10,10 @@ oracle query sets (queries of the polar eval tasks with the TRUE trigger inserte
 * ``oracle:truth``      answered with the label the trigger forces (positive): score as is;
 * ``oracle:truth_gold`` the same texts answered with their original (negative) label: score negated.
 
+plus, for the oracle and every confirmed-trigger set, the same queries WITHOUT the trigger
+(``oracle_base:``/``trigger_base:``, same target) for a contrast column (triggered minus
+untriggered influence, i.e. influence on log p(target | x + trigger) - log p(target | x)),
+
 and scans, for each checkpoint (epoch 1, 2, 3, final) and measurement (loss, label_logprob),
 every training poison plus ``--clean`` random clean rows (the rest are not scored, to keep each
 run short). ``normalize`` none vs grad_norm come from the same scan: the stored grad_norm scores
@@ -80,8 +84,10 @@ def register_untriggered(ws: Workspace) -> None:
 def vectors(ws: Workspace, run_key: str, uids: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     pos = {u: i for i, u in enumerate(uids)}
     sets: dict[str, np.ndarray] = {}
-    for qs, uid, score in ws.conn.execute("SELECT query_set_id, uid, score FROM influence WHERE run_key = ?",
-                                          (run_key,)):
+    # only the current version of each existing set (as engine.detect reads them)
+    for qs, uid, score in ws.conn.execute(
+            "SELECT i.query_set_id, i.uid, i.score FROM influence i JOIN query_sets q ON q.id = i.query_set_id "
+            "AND q.sha256 = i.query_set_sha256 WHERE i.run_key = ?", (run_key,)):
         if uid in pos:
             sets.setdefault(qs, np.full(len(uids), np.nan))[pos[uid]] = score
     selfs = np.full(len(uids), np.nan)
@@ -170,6 +176,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for c in rows:
         print(_fmt(c))
+    _diagnose(ws, args.model, base, uids, y)
     b = next((c for c in rows if (c["epoch"], c["measurement"], c["normalize"]) == ("2", "label_logprob", "grad_norm")),
              None)
     if b is not None:
@@ -177,6 +184,24 @@ def main() -> None:
         print(f"\nbaseline (current default ep2/label_logprob/grad_norm) oracle AUPRC {b['oracle'][1]:.3f}; "
               f"best oracle AUPRC {best['oracle'][1]:.3f} at ep{best['epoch']}/{best['measurement']}/"
               f"{best['normalize']} (ratio {best['oracle'][1] / max(b['oracle'][1], 1e-9):.2f}x)")
+
+
+def _diagnose(ws: Workspace, model: Path, base: ScanSettings, uids: list[str], y: np.ndarray) -> None:
+    """Baseline cell: where each poisoned task's poisons rank, and the oracle's AUROC/AUPRC among
+    the training rows that share the poisons' task and label (the label-token block effect)."""
+    key = scan(ws, model / "checkpoint-epoch-2", base, uids=uids)  # cached by now
+    sets, _ = vectors(ws, key, uids)
+    vec = detector(sets, "oracle:truth", 1.0, np.ones(len(uids)))
+    if vec is None:
+        return
+    ex = {r[0]: (r[1], r[2]) for r in ws.conn.execute("SELECT uid, task, output FROM examples WHERE role = 'train'")}
+    rank = np.empty(len(uids), int)
+    rank[np.argsort(-vec, kind="stable")] = np.arange(1, len(uids) + 1)
+    print("\nbaseline cell, oracle: ranks of each task's poisons, and metrics within that task+label group")
+    for group in sorted({ex[u] for u, p in zip(uids, y, strict=True) if p}):
+        m = np.array([ex[u] == group for u in uids])
+        print(f"  {group[0]} / {group[1]}: poison ranks {sorted(rank[m & y].tolist())}; within {m.sum()} rows "
+              f"AUROC {auroc(vec[m], y[m]):.3f} AUPRC {auprc(vec[m], y[m]):.3f}")
 
 
 def _fmt(c: dict) -> str:
