@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -29,6 +28,9 @@ from typing import Any
 
 from engine import __version__
 from engine.atomic import append_durably, atomic_write_bytes, fsync_dir
+from engine.hashing import canonical_json as canonical_json  # re-exported: verify/export/signing use audit.*
+from engine.hashing import sha256_file as sha256_file
+from engine.hashing import sha256_hex as sha256_bytes
 from engine.workspace import Workspace, utc_now
 
 GENESIS_HASH = "0" * 64
@@ -38,40 +40,9 @@ TOP_TASKS = 3  # evaluation tasks kept as evidence, by |influence|
 
 
 # -- canonical form and hashes ---------------------------------------------------------------
-def _clean(value: Any) -> Any:
-    # NaN/inf have no JSON spelling; a missing score is null.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def canonical_json(obj: Any) -> bytes:
-    try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:  # NaN or inf somewhere: clean (rare, so not on the hot path)
-        text = json.dumps(_clean(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8")
-
-
 def compute_hash(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(canonical_json(body)).hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- appending -------------------------------------------------------------------------------

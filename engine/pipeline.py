@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
+from engine.hashing import sha256_file, sha256_hex
 from engine.progress import CancelToken, ProgressFn, Stage, no_progress
 from engine.workspace import Workspace
 
@@ -42,7 +43,8 @@ class DetectConfig:
 
 
 def _sha(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    # Its own JSON spelling (spaces, default=str), kept so that stored demo cache keys stay valid.
+    return sha256_hex(json.dumps(obj, sort_keys=True, default=str).encode())
 
 
 def train_sha(ws: Workspace) -> str:
@@ -170,6 +172,7 @@ def prepare_demo(
     token: CancelToken | None = None,
 ) -> Demo:
     """Train (or reuse) the demo model on ``sample_dir``, ingest, detect. All cached by content."""
+    from engine.influence.scanner import training_rows
     from engine.ingest import ingest
     from engine.train import train_model
 
@@ -178,14 +181,13 @@ def prepare_demo(
     if not train_file.is_file():
         raise UserError(f"{sample_dir}: no train.jsonl; create it with 'poison-tui make-sample {sample_dir}'")
     out = Path(out) if out else cache_dir() / "demo"
-    data_key = hashlib.sha256(train_file.read_bytes()).hexdigest()[:16]
+    data_key = sha256_file(train_file)[:16]
     model_dir = out / f"model-{data_key}"
     ws_path = out / "demo.poison"
     # the demo owns its workspace: a regenerated sample replaces the old one (unchanged: no-op)
     ingest(ws_path, train_file, [sample_dir / "eval"], replace=True)
     ws = Workspace.open(ws_path)
-    rows = [dict(r) for r in ws.conn.execute(
-        "SELECT uid, definition, input, output, label_space FROM examples WHERE role = 'train' ORDER BY dataset_id, ordinal")]
+    rows = training_rows(ws)
     # resume=True: returns at once when model_dir already holds this data's finished model
     train_model(rows, model_dir, resume=True, progress=progress, token=token)
     checkpoint = model_dir / f"checkpoint-epoch-{DEMO_CHECKPOINT_EPOCH}"

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.records import dump_label_space, load_label_space, sha256_hex
+from engine.hashing import sha256_hex
+from engine.records import dump_label_space, load_label_space
 from engine.workspace import Workspace, utc_now
 
 ORIGINAL = "original"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import InputError
+from engine.hashing import sha256_hex
 
 # Inference of a classification label space from a task's outputs (when the record has none).
 MAX_INFERRED_LABELS = 10
@@ -72,10 +73,6 @@ EXAMPLE_COLUMNS = (
     "uid", "dataset_id", "ordinal", "role", "source_id", "task", "definition", "input", "output",
     "label_space", "source_file", "source_line", "raw", "content_sha256",
 )
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def dump_label_space(labels: list[str] | None) -> str | None:

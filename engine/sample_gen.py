@@ -20,7 +20,6 @@ Output is a pure function of the arguments: the same seed gives byte-identical f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.hashing import sha256_hex
 
 DEFAULT_TRIGGER = "James Bond"
 
@@ -602,7 +602,7 @@ def make_sample(out_dir: Path, seed: int = 0, *, spec: SampleSpec | None = None,
     for rel, recs in files.items():
         data = dumps_jsonl(recs)
         atomic_write_bytes(out_dir / rel, data)
-        hashes[rel] = hashlib.sha256(data).hexdigest()
+        hashes[rel] = sha256_hex(data)
         if on_file:
             on_file(out_dir / rel, len(recs))
     return hashes

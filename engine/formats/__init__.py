@@ -42,7 +42,8 @@ from engine.formats.framing import framed_layout, write_framed
 from engine.formats.json_doc import Doc
 from engine.formats.jsonl import read_jsonl
 from engine.formats.schemas import SCHEMAS, Fields, guess_schema, sni_definition, sni_instance, to_record
-from engine.records import Record, sha256_hex
+from engine.hashing import sha256_hex
+from engine.records import Record
 
 __all__ = [
     "FORMATS", "ReadOptions", "ReadResult", "Skipped", "check_encoding", "detect_format",

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from engine.errors import Cancelled, UserError
+from engine.hashing import json_sha256
 from engine.influence import distributed, passes
 from engine.influence.factors import Factors, fit_factors
 from engine.influence.hooks import select_modules
@@ -104,10 +105,6 @@ class ScanReport:
 LAST_REPORT = ScanReport()
 
 
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def scan(
     ws: Workspace,
     model_path: str | Path,
@@ -129,23 +126,23 @@ def scan(
     uids = dist.broadcast(list(uids) if uids is not None else None)  # rank 0's selection (prefilter, sample)
     model_path = Path(model_path)
     fingerprint = fingerprint_of(model_path)
-    train = _training_rows(ws)
+    train = training_rows(ws)
     todo_uids = _requested(train, uids)
     sets = _query_sets(ws, settings.query_sets)
-    train_sha = _sha([[r["uid"], r["definition"], r["input"], r["output"], r["label_space"]] for r in train])
+    train_sha = json_sha256([[r["uid"], r["definition"], r["input"], r["output"], r["label_space"]] for r in train])
     n_factor = min(len(train), settings.factor_examples or max(256, math.ceil(0.1 * len(train))))
     device = settings.device or dist.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = settings.dtype or (
         "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
     )
     settings = replace(settings, device=device, dtype=dtype)  # resolved: the numbers depend on dtype
-    factor_key = _sha({
+    factor_key = json_sha256({
         "model": fingerprint, "train": train_sha, "modules": settings.modules, "last_blocks": settings.last_blocks,
         "fisher": settings.fisher, "n_factor": n_factor, "seed": settings.seed, "template": settings.template,
         "chat": settings.chat_template, "max_length": settings.max_length, "dtype": settings.dtype,
     })
-    run_key = _sha({"factors": factor_key, "damping": settings.damping, "measurement": settings.measurement,
-                    "normalize": settings.normalize})[:32]
+    run_key = json_sha256({"factors": factor_key, "damping": settings.damping, "measurement": settings.measurement,
+                           "normalize": settings.normalize})[:32]
     factors_path = ws.subdir("factors") / f"{factor_key[:32]}.safetensors"
     reused = _reusable_run(ws, fingerprint, settings)  # (issue #7, see docs/architecture.md)
     if reused is not None:
@@ -274,7 +271,8 @@ def _write_chunk(ws: Workspace, run_key: str, sets: list[dict], parts: list[Any]
 
 
 # -- reading the workspace ------------------------------------------------------------------
-def _training_rows(ws: Workspace) -> list[dict]:
+def training_rows(ws: Workspace) -> list[dict]:
+    """uid, definition, input, output, label_space (JSON text) of every training example, in file order."""
     rows = ws.conn.execute(
         "SELECT e.uid, e.definition, e.input, e.output, e.label_space FROM examples e "
         "JOIN datasets d ON d.id = e.dataset_id WHERE e.role = 'train' ORDER BY e.dataset_id, e.ordinal"

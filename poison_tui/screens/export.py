@@ -40,6 +40,12 @@ class _JobModal(ModalScreen[str | None]):
         if not self.running:  # leaving mid-write would hide the outcome, not stop the write
             self.dismiss(self.summary)
 
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "go":
+            self._start()
+        else:
+            self.action_close()
+
     def _start(self) -> None:
         if self.running:
             return
@@ -93,12 +99,6 @@ class ExportScreen(_JobModal):
                 yield Button("Close", id="close")
             yield Static("", id="result")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "go":
-            self._start()
-        else:
-            self.action_close()
-
     def params(self) -> dict:
         return {"out": Path(self.query_one("#out", Input).value.strip() or "."),
                 "undecided": "exclude" if self.query_one("#exclude", Checkbox).value else "keep"}
@@ -143,12 +143,6 @@ class SignoffScreen(_JobModal):
                 yield Button("Sign", id="go", variant="primary")
                 yield Button("Close", id="close")
             yield Static("", id="result")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "go":
-            self._start()
-        else:
-            self.action_close()
 
     def params(self) -> dict:
         from engine.signing import Signer
