@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "scan", help="compute EK-FAC influence of the training examples on the evaluation query sets",
         description="Compute (or reuse from the workspace cache) the EK-FAC influence of every training example "
-                    "on every query set. Runs under torchrun to use several processes or GPUs.",
+                    "on every query set. Runs under torchrun to use several processes or GPUs: "
+                    "'torchrun --standalone --nproc_per_node N -m poison_tui.cli scan ...' (gloo on CPU, "
+                    "NCCL on GPU; rank 0 writes the results).",
     )
     p.add_argument("workspace", type=Path, metavar="WORKSPACE")
     p.add_argument("--model", type=Path, default=None, metavar="DIR",
