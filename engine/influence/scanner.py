@@ -136,17 +136,19 @@ def scan(
         "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
     )
     settings = replace(settings, device=device, dtype=dtype)  # resolved: the numbers depend on dtype
+    # The keys cover the model and the settings, not the training set (docs/architecture.md,
+    # caching rules): factors are fitted once on a subsample of the data as it was then, and a
+    # grown or edited training set only adds rows to score under the same run key (ingest drops
+    # the rows whose content changed). self_influence is an extra output, not a setting.
     factor_key = json_sha256({
-        "model": fingerprint, "train": train_sha, "modules": settings.modules, "last_blocks": settings.last_blocks,
-        "fisher": settings.fisher, "n_factor": n_factor, "seed": settings.seed, "template": settings.template,
-        "chat": settings.chat_template, "max_length": settings.max_length, "dtype": settings.dtype,
+        "model": fingerprint, "modules": settings.modules, "last_blocks": settings.last_blocks,
+        "fisher": settings.fisher, "factor_examples": settings.factor_examples, "seed": settings.seed,
+        "template": settings.template, "chat": settings.chat_template, "max_length": settings.max_length,
+        "dtype": settings.dtype,
     })
     run_key = json_sha256({"factors": factor_key, "damping": settings.damping, "measurement": settings.measurement,
                            "normalize": settings.normalize})[:32]
     factors_path = ws.subdir("factors") / f"{factor_key[:32]}.safetensors"
-    reused = _reusable_run(ws, fingerprint, settings)  # (issue #7, see docs/architecture.md)
-    if reused is not None:
-        run_key, factors_path = reused
     report = ScanReport(run_key, len(train), factors_path=str(factors_path))
     LAST_REPORT = report
 
@@ -340,26 +342,6 @@ def _missing(
         done_self = {r[0] for r in ws.conn.execute("SELECT uid FROM self_influence WHERE run_key = ?", (run_key,))}
         missing.update(u for u in uids if u not in done_self)
     return todo_sets, [u for u in uids if u in missing]
-
-
-def _reusable_run(ws: Workspace, fingerprint: str, settings: ScanSettings) -> tuple[str, Path] | None:
-    """The newest complete run of this model with these settings whose factors are on disk.
-
-    Architecture caching rule (issue #7): factors are fitted once on a subsample and reused,
-    so a training set that grew (or changed) only adds rows to score under the same run key;
-    rows whose content changed are dropped by ingest and scored again.
-    """
-    want = json.loads(json.dumps(
-        {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "chunk_size", "query_sets", "device")}
-    ))
-    for run_key, meta, path in ws.conn.execute(
-        "SELECT run_key, settings, factors_path FROM scan_runs WHERE model_fingerprint = ? AND status = 'complete' "
-        "ORDER BY completed_at DESC", (fingerprint,),
-    ).fetchall():
-        got = json.loads(meta)
-        if path and Path(path).is_file() and all(got.get(k) == v for k, v in want.items()):
-            return run_key, Path(path)
-    return None
 
 
 def _subsample(train: list[dict], n: int, seed: int) -> list[dict]:
