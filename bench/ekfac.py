@@ -19,7 +19,8 @@ same run, so every figure is a ratio against a baseline taken here:
   one batch (its best setting: one pass over the training data for scoring);
 * parity: both with the empirical Fisher and the curvature on all N examples; Pearson of the
   pairwise (query x example) scores and of the per-query-set aggregated scores;
-* peak resident memory during our scoring stage, at two sizes (it should not grow with N).
+* peak resident memory of the process during our scoring stage (kernel high-water mark, reset
+  when the stage starts), at N and N/4: equal peaks mean it does not grow with N.
 
 The last line is ``ekfac scan_over_epoch=<r> kronfluence_over_ours=<s> pearson_vs_kronfluence=<p>``
 for the largest N (Pearson: the lower of pairwise and aggregated).
@@ -33,7 +34,6 @@ import json
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -126,34 +126,34 @@ def make_workspace(path: Path, rows: list[dict], sets: dict[str, list[dict]]):  
 
 # -- measurements -----------------------------------------------------------------------------
 class PeakRSS:
-    """Peak resident set size while active, sampled every 5 ms (torch's CPU allocations included)."""
+    """Peak resident set size of this process over a stretch of code, read from the kernel.
+
+    ``start`` resets the kernel's high-water mark (``/proc/self/clear_refs``, Linux >= 4.0) so
+    ``stop`` reads the exact peak of that stretch alone (torch's CPU allocations included), not
+    a sample and not the peak of an earlier stage.
+    """
 
     def __init__(self) -> None:
         self.peak = 0
         self.base = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * 4096
+    def _status(field: str) -> int:
+        with open("/proc/self/status") as fh:
+            line = next(ln for ln in fh if ln.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
+
+    @classmethod
+    def rss(cls) -> int:
+        return cls._status("VmRSS")
 
     def start(self) -> None:
-        self.base = self.peak = self.rss()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.005)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        self.base = self.rss()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+        self.peak = self._status("VmHWM")
 
 
 def time_epoch(model_dir: Path, rows: list[dict]) -> float:
@@ -269,10 +269,13 @@ def run_size(n: int, work: Path, small: int) -> dict:
     out: dict = {"n": n}
     out["epoch_s"] = time_epoch(model_dir, rows)
     settings = ScanSettings(batch_size=BATCH)
-    out["scan_s"], mem = time_scan(make_workspace(work / f"ws{n}.poison", rows, sets), model_dir, settings)
-    out["score_peak_mb"] = (mem.peak - mem.base) / 2**20
+    # the smaller scan first: memory it leaves behind can only inflate the larger one's peak,
+    # so an equal peak at N shows the scoring pass does not grow with N
     _, mem_small = time_scan(make_workspace(work / f"ws{n}s.poison", rows[:small], sets), model_dir, settings)
-    out["score_peak_mb_small"], out["n_small"] = (mem_small.peak - mem_small.base) / 2**20, small
+    out["score_peak_mb_small"], out["n_small"] = mem_small.peak / 2**20, small
+    out["score_start_mb_small"] = mem_small.base / 2**20
+    out["scan_s"], mem = time_scan(make_workspace(work / f"ws{n}.poison", rows, sets), model_dir, settings)
+    out["score_peak_mb"], out["score_start_mb"] = mem.peak / 2**20, mem.base / 2**20
     n_factor = min(n, max(256, -(-n // 10)))
     out["kf_s"], _ = kronfluence_run(model_dir, rows, sets, "true", n_factor, work / f"kf{n}")
     _, kf_pair = kronfluence_run(model_dir, rows, sets, "empirical", n, work / f"kfe{n}")
@@ -307,8 +310,8 @@ def run_smollm(work: Path, n: int, blocks: int) -> dict:
     ws = make_workspace(work / "smol.poison", rows, sets)
     rss0 = PeakRSS.rss()
     seconds, mem = time_scan(ws, gguf, ScanSettings(last_blocks=blocks, batch_size=8))
-    return {"n": n, "blocks": blocks, "seconds": seconds, "score_peak_mb": (mem.peak - mem.base) / 2**20,
-            "process_rss_mb_before": rss0 / 2**20, "process_peak_mb": max(mem.peak, PeakRSS.rss()) / 2**20}
+    return {"n": n, "blocks": blocks, "seconds": seconds, "score_peak_mb": mem.peak / 2**20,
+            "process_rss_mb_before": rss0 / 2**20, "scoring_start_rss_mb": mem.base / 2**20}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,12 +350,12 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     if results:
         print("\n| N | epoch s | our scan s | kronfluence s | scan/epoch | kf/ours | kf/epoch | pearson pair | pearson sets "
-              "| scoring peak MB (N) | (small N) |")
+              "| scoring peak MB at N (start) | at small N (start) |")
         for r in results:
             print(f"| {r['n']} | {r['epoch_s']:.1f} | {r['scan_s']:.1f} | {r['kf_s']:.1f} | {r['scan_over_epoch']:.2f} "
                   f"| {r['kf_over_ours']:.2f} | {r['kf_over_epoch']:.2f} | {r['pearson_pairwise']:.5f} "
-                  f"| {r['pearson_sets']:.5f} | {r['score_peak_mb']:.1f} | {r['score_peak_mb_small']:.1f} "
-                  f"(N={r['n_small']}) |")
+                  f"| {r['pearson_sets']:.5f} | {r['score_peak_mb']:.0f} ({r['score_start_mb']:.0f}) "
+                  f"| {r['score_peak_mb_small']:.0f} ({r['score_start_mb_small']:.0f}) N={r['n_small']} |")
         last = results[-1]
         p = min(last["pearson_pairwise"], last["pearson_sets"])
         print(f"ekfac scan_over_epoch={last['scan_over_epoch']:.3f} kronfluence_over_ours={last['kf_over_ours']:.3f} "

@@ -165,6 +165,28 @@ def test_true_fisher_is_reproducible_and_differs_from_empirical(tiny) -> None:
     assert not torch.allclose(a, e, rtol=1e-3)
 
 
+def test_reused_covariance_captures_give_the_factors_of_a_second_pass(tiny, monkeypatch) -> None:
+    """The eigenvalue correction reads the covariance pass's kept (a, g) when they fit the
+    budget, and recomputes them in a second pass when not: both give the same factors."""
+    from engine.influence import passes
+    from engine.influence.factors import fit_factors
+
+    _, _, setup, train, _ = tiny
+    seeds = list(range(48))
+    calls = []
+    real_run = passes.run
+    monkeypatch.setattr(passes, "run", lambda *a, **k: (calls.append(k.get("stage", a[-1])), real_run(*a, **k))[1])
+    kept = fit_factors(setup, train[:48], "true", seeds)
+    assert calls == ["covariance"]  # one pass over the subsample
+    again = fit_factors(setup, train[:48], "true", seeds, keep_bytes=0)
+    assert calls[1:] == ["covariance", "eigenvalue correction"]
+    for name, f in kept.modules.items():
+        assert torch.equal(f.qa, again.modules[name].qa)
+        assert torch.allclose(f.lam, again.modules[name].lam, rtol=1e-6, atol=0)
+        assert float(f.lam.max()) > 0
+    assert kept.n_examples == again.n_examples == 48
+
+
 def test_non_finite_weights_name_the_layer_and_stage(tmp_path: Path) -> None:
     lm = load_model(make_gpt2(tmp_path / "gpt2", n_layer=1, n_embd=8))
     mods = select_modules(lm.model)
