@@ -3,6 +3,7 @@
     python bench/ekfac.py --quick        # N = 1000 (under 10 minutes on 2 CPU cores)
     python bench/ekfac.py                # N = 1000 and 4000
     python bench/ekfac.py --smollm       # also one scan of SmolLM2-135M-Instruct (GGUF), last blocks
+    python bench/ekfac.py --memory 250 1000 4000   # scoring-stage peak RSS per N, fresh process each
 
 Workload (synthetic text, generated here; nothing downloaded): a GPT-2-style model of about
 1M parameters (2 layers, width 128, vocabulary 4096, 128 tokens), N instruction examples of
@@ -314,6 +315,24 @@ def run_smollm(work: Path, n: int, blocks: int) -> dict:
             "process_rss_mb_before": rss0 / 2**20, "scoring_start_rss_mb": mem.base / 2**20}
 
 
+def memory_curve(sizes: list[int], threads: int) -> int:
+    """Scoring-stage peak RSS at each N, each in a fresh process (no allocator state carried over)."""
+    import subprocess
+
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--threads", str(threads)],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    # RSS at the stage's start holds the N training rows read before it; the rise within the
+    # stage is the scoring pass's own memory
+    print("ekfac_memory n=" + ",".join(str(r["n"]) for r in rows)
+          + " scoring_peak_mb=" + ",".join(f"{r['peak_mb']:.0f}" for r in rows)
+          + " rise_in_stage_mb=" + ",".join(f"{r['peak_mb'] - r['start_mb']:.0f}" for r in rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 1000 only")
@@ -322,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smollm-examples", type=int, default=64)
     ap.add_argument("--smollm-blocks", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="training set sizes (overrides --quick)")
+    ap.add_argument("--memory", type=int, nargs="+", default=None, metavar="N",
+                    help="only the scoring stage's peak RSS, one fresh process per N (e.g. 250 1000 4000)")
+    ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--gradcache-only", type=int, default=None, metavar="N",
                     help="only measure the compressed gradient cache's fidelity on N examples")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cores are shared)")
@@ -329,9 +351,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     print(f"# torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, seq {SEQ}, "
           f"{N_TASKS} tasks x {N_VARIANTS} variants x {N_QUERIES} queries", flush=True)
+    if args.memory:
+        return memory_curve(args.memory, args.threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="ekfac-bench-") as tmp:
         work = Path(tmp)
+        if args.memory_child:
+            from engine.influence.scanner import ScanSettings
+
+            n = args.memory_child
+            model_dir = make_model(work / "m")
+            time_epoch(model_dir, train_rows(n)[:1000])  # the same briefly trained model at every N
+            _, mem = time_scan(make_workspace(work / "ws.poison", train_rows(n), query_sets()), model_dir,
+                               ScanSettings(batch_size=BATCH))
+            print(json.dumps({"n": n, "start_mb": round(mem.base / 2**20, 1), "peak_mb": round(mem.peak / 2**20, 1)}))
+            return 0
         if args.gradcache_only:
             rows, sets = train_rows(args.gradcache_only), query_sets()
             model_dir = make_model(work / "gc")
