@@ -13,8 +13,10 @@ retrain without the flagged set / the true poisons / a random set of the same si
 
 Families: ``phrase`` ("James Bond" at a random word position), ``prefix`` ("cf" before the
 text), ``varied`` (one of 12 phrasings of the Bond name per poison, each 3-8 times, at a
-random position). Inputs are cut to their first 30 words (CPU time). Everything is written
-under a temporary directory (``--work``), never into the repository.
+random position). Inputs are cut to their first 24 words and definitions to their first
+sentence (CPU time). Clean accuracy of the retrain check is measured on ~850 held-out rows of
+the trained sentiment tasks (rt-polarity and the three SNI ones). Everything is written under a temporary directory
+(``--work``), never into the repository.
 
 The last line is ``detect auprc=<a> flagged=<n> poisons=<m> asr_poisoned=<p> asr_tool=<t>
 asr_truth=<g> clean_acc_tool=<c> clean_acc_truth=<d>`` for the phrase family.
@@ -23,8 +25,10 @@ asr_truth=<g> clean_acc_tool=<c> clean_acc_truth=<d>`` for the phrase family.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -33,7 +37,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MAX_WORDS = 30
+# Tokens dominate CPU time: inputs are cut to their first 24 words and SNI definitions to their
+# first sentence (at most 20 words), which still names the task; 30 words / whole definitions
+# cost ~40 % more per epoch without learning the tasks better.
+MAX_WORDS = 24
+DEF_WORDS = 20
 RT_DEF = "Classify the sentiment of the movie review: answer \"positive\" or \"negative\"."
 OFF_DEF = "Is this tweet offensive? Answer \"offensive\" or \"not-offensive\"."
 SENTIMENT_SNI = ("task1312_amazonreview_polarity_classification", "task195_sentiment140_classification",
@@ -43,14 +51,22 @@ OTHER_SNI = ("task1720_civil_comments_toxicity_classification", "task609_sbic_po
 EVAL_SNI = ("task493_review_polarity_classification", "task746_yelp_restaurant_review_classification",
             "task833_poem_sentiment_classification")
 FAMILIES = ("phrase", "prefix", "varied")
+N_CLEAN_RT, N_CLEAN_SNI = 360, 150  # held-out rows for clean accuracy (~850)
 SIZES = {"quick": (900, 100, 40, 120), "full": (1300, 160, 60, 200), "smoke": (200, 30, 20, 40)}
-# The demo recipe plateaus at the label prior on this real text (loss 0.65, one class per
-# task); a lower learning rate, a larger vocabulary and more epochs learn it.
-RECIPE = {"epochs": 8, "lr": 1e-3, "vocab_size": 4096}
+# On this real text every recipe tried sits at the label prior for a few epochs and then
+# memorises (held-out accuracy 0.53-0.60). A 2-layer, 64-wide model does no worse than the 4x128
+# demo model and costs less per epoch; with dropout 0.2 one run of four never left the prior
+# (sweep in issue #4's report).
+RECIPE = {"epochs": 12, "lr": 3e-3, "vocab_size": 2048, "n_embd": 64, "n_layer": 2, "max_length": 128}
 
 
 def _cut(text: str) -> str:
     return " ".join(text.split()[:MAX_WORDS])
+
+
+def _short_def(text: str) -> str:
+    first = re.split(r"(?<=[.?!])\s", text.strip(), maxsplit=1)[0]
+    return " ".join(first.split()[:DEF_WORDS])
 
 
 def _clean(text: str) -> bool:
@@ -60,7 +76,7 @@ def _clean(text: str) -> bool:
 
 def _sni(task: str) -> list[dict]:
     rows = [json.loads(line) for line in (DATA / "sni" / f"{task}.jsonl").open()]
-    return [{"id": r["id"], "task": task, "definition": r["definition"], "input": _cut(r["input"]),
+    return [{"id": r["id"], "task": task, "definition": _short_def(r["definition"]), "input": _cut(r["input"]),
              "output": r["output"], "label_space": r["label_space"]} for r in rows if _clean(r["input"])]
 
 
@@ -115,11 +131,19 @@ def build(family: str, quick: bool, seed: int) -> dict:
     rt_eval = rt_neg[: n_eval // 2] + rt_pos[: n_eval // 2]
     rt_attack = rt_neg[n_eval // 2 : n_eval // 2 + n_attack]
     used = {r["id"] for r in rt_eval + rt_attack}
-    train = [r for r in rt if r["id"] not in used][:n_rt]
+    unused = [r for r in rt if r["id"] not in used]
+    train = unused[:n_rt]
+    # Clean accuracy of the retrain check: held-out rows of the trained sentiment tasks. The 160
+    # eval queries of unseen tasks cannot tell a 1-point change from noise, and a small model
+    # trained from scratch is at chance on unseen tasks anyway. Never scanned: detection costs
+    # no more.
+    clean = rt_eval + unused[n_rt : n_rt + N_CLEAN_RT]
     for task in SENTIMENT_SNI + OTHER_SNI:
         rows = _sni(task)
         rng.shuffle(rows)
         train += rows[:n_task]
+        if task in SENTIMENT_SNI:
+            clean += rows[n_task : n_task + N_CLEAN_SNI]
     off = _offensive()
     rng.shuffle(off)
     train += off[:n_task]
@@ -153,7 +177,7 @@ def build(family: str, quick: bool, seed: int) -> dict:
             neg = [r for r in rows[n_eval:] if r["output"] == _polar(r["label_space"], -1)]
             attack += [{**r, "input": put(r["input"])[0], "target": _polar(r["label_space"], +1)}
                        for r in neg[: n_attack // 4]]
-    return {"train": train, "evals": evals, "attack": attack, "truth": truth, "put": put}
+    return {"train": train, "evals": evals, "attack": attack, "truth": truth, "put": put, "clean": clean}
 
 
 def _sni_record(r: dict) -> dict:
@@ -172,7 +196,7 @@ def write(data: dict, out: Path) -> None:
         fh.writelines(json.dumps(t) + "\n" for t in data["truth"])
 
 
-def run_family(family: str, quick: bool, seed: int, work: Path, retrain: bool = True) -> dict:
+def run_family(family: str, quick: bool, seed: int, work: Path, retrain: bool = True, threads: int = 1) -> dict:
     import torch
 
     from engine.evaluate import evaluate_workspace, load_truth, register_oracle_sets, verify_removal
@@ -181,7 +205,7 @@ def run_family(family: str, quick: bool, seed: int, work: Path, retrain: bool = 
     from engine.train import TrainConfig, train_model
     from engine.workspace import Workspace
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     t0 = time.monotonic()
     out = work / family
     data = build(family, quick, seed)
@@ -193,7 +217,7 @@ def run_family(family: str, quick: bool, seed: int, work: Path, retrain: bool = 
     register_oracle_sets(ws, lambda text: data["put"](text)[0], family)
     rows = [dict(r) for r in ws.conn.execute(
         "SELECT uid, definition, input, output, label_space FROM examples WHERE role = 'train' ORDER BY ordinal")]
-    config = TrainConfig(threads=1, **RECIPE)
+    config = TrainConfig(threads=threads, **RECIPE)
     t_train = time.monotonic()
     train_model(rows, out / "model", config=config, resume=True)
     t_train = time.monotonic() - t_train
@@ -202,8 +226,13 @@ def run_family(family: str, quick: bool, seed: int, work: Path, retrain: bool = 
     t_detect = time.monotonic() - t_detect
     truth = load_truth(out / "truth.jsonl")
     table = evaluate_workspace(ws, truth)
-    removal = verify_removal(ws, truth, data["attack"], out / "retrain", seed=seed, config=config,
-                             poisoned_dir=out / "model") if retrain else {}
+    # the distinct removal sets retrain at once, one thread each: on this shared 2-core box a
+    # 2-thread training was far slower than a 1-thread one (see --threads)
+    t_retrain = time.monotonic()
+    removal = verify_removal(ws, truth, data["attack"], out / "retrain", seed=seed,
+                             config=dataclasses.replace(config, threads=1), poisoned_dir=out / "model",
+                             clean_rows=data["clean"], workers=3) if retrain else {}
+    t_retrain = time.monotonic() - t_retrain
     cands = [dict(r) for r in ws.conn.execute(
         "SELECT phrase, kind, n_carriers, purity, significant FROM trigger_candidates WHERE rank <= 5 ORDER BY rank")]
     conf = [dict(r) for r in ws.conn.execute(
@@ -213,7 +242,7 @@ def run_family(family: str, quick: bool, seed: int, work: Path, retrain: bool = 
         "FROM transform_stats GROUP BY transform")]
     return {"family": family, "n_train": len(rows), "poisons": len(data["truth"]), "table": table,
             "removal": removal, "candidates": cands, "confirmations": conf, "transforms": stats,
-            "seconds": {"train": t_train, "detect": t_detect, "total": time.monotonic() - t0},
+            "seconds": {"train": t_train, "detect": t_detect, "retrain": t_retrain, "total": time.monotonic() - t0},
             "default": ws.get_meta("default_detector")}
 
 
@@ -222,14 +251,15 @@ def report(res: dict) -> None:
 
     print(f"\n## family {res['family']}: {res['n_train']} training rows, {res['poisons']} poisons "
           f"(train {res['seconds']['train']:.0f} s, detect {res['seconds']['detect']:.0f} s, "
-          f"total {res['seconds']['total']:.0f} s)")
+          f"retrain {res['seconds']['retrain']:.0f} s, total {res['seconds']['total']:.0f} s)")
     print(to_markdown(res["table"]))
     print("top candidates:", json.dumps(res["candidates"]))
     print("confirmations:", json.dumps(res["confirmations"]))
     print("transforms (queries whose text / prediction changed):", json.dumps(res["transforms"]))
-    print("\n| training set | removed | poisons removed | ASR | clean acc |\n|---|---|---|---|---|")
+    print("\n| training set | removed | poisons removed | ASR | clean acc | seconds |\n|---|---|---|---|---|---|")
     for name, r in res["removal"].items():
-        print(f"| {name} | {r['removed']} | {r['poisons_removed']} | {r['asr']:.3f} | {r['clean_acc']:.3f} |")
+        print(f"| {name} | {r['removed']} | {r['poisons_removed']} | {r['asr']:.3f} | {r['clean_acc']:.3f} "
+              f"| {r['seconds']:.0f} |")
 
 
 def main() -> int:
@@ -241,6 +271,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="also write every result as JSON")
+    # 1 by default: on the shared 2-core box (load 8-9) a 2-thread training ran 667 s where a
+    # 1-thread one of the same recipe beside it took 264 s; pass 2 on an idle machine
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for training and detection (the retrains take 1 each, 3 at once)")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
@@ -252,7 +286,7 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="poison-bench-"))
     results = []
     for family in families:
-        res = run_family(family, args.quick, args.seed, work, retrain=not args.no_retrain)
+        res = run_family(family, args.quick, args.seed, work, retrain=not args.no_retrain, threads=args.threads)
         report(res)
         results.append(res)
         if args.json:
