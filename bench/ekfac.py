@@ -261,7 +261,7 @@ def aggregate(pair: torch.Tensor, sets: dict[str, list[dict]]) -> torch.Tensor:
     return torch.stack([c.mean(dim=1) for c in pair.split(sizes, dim=1)], dim=1)
 
 
-def run_size(n: int, work: Path, small: int) -> dict:
+def run_size(n: int, work: Path, small: int, parity: bool = True) -> dict:
     from engine.influence.scanner import ScanSettings
 
     wall0 = time.perf_counter()
@@ -279,10 +279,12 @@ def run_size(n: int, work: Path, small: int) -> dict:
     out["score_peak_mb"], out["score_start_mb"] = mem.peak / 2**20, mem.base / 2**20
     n_factor = min(n, max(256, -(-n // 10)))
     out["kf_s"], _ = kronfluence_run(model_dir, rows, sets, "true", n_factor, work / f"kf{n}")
-    _, kf_pair = kronfluence_run(model_dir, rows, sets, "empirical", n, work / f"kfe{n}")
-    our_pair, out["gradcache"] = ours_pairwise(model_dir, rows, sets, (16, 32, 64))
-    out["pearson_pairwise"] = pearson(our_pair, kf_pair)
-    out["pearson_sets"] = pearson(aggregate(our_pair, sets), aggregate(kf_pair, sets))
+    out["pearson_pairwise"] = out["pearson_sets"] = float("nan")
+    if parity:
+        _, kf_pair = kronfluence_run(model_dir, rows, sets, "empirical", n, work / f"kfe{n}")
+        our_pair, out["gradcache"] = ours_pairwise(model_dir, rows, sets, (16, 32, 64))
+        out["pearson_pairwise"] = pearson(our_pair, kf_pair)
+        out["pearson_sets"] = pearson(aggregate(our_pair, sets), aggregate(kf_pair, sets))
     out["scan_over_epoch"] = out["scan_s"] / out["epoch_s"]
     out["kf_over_ours"] = out["kf_s"] / out["scan_s"]
     out["kf_over_epoch"] = out["kf_s"] / out["epoch_s"]
@@ -341,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smollm-examples", type=int, default=64)
     ap.add_argument("--smollm-blocks", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="training set sizes (overrides --quick)")
+    ap.add_argument("--no-parity", action="store_true", help="speed only: skip the Pearson/gradient-cache runs")
     ap.add_argument("--memory", type=int, nargs="+", default=None, metavar="N",
                     help="only the scoring stage's peak RSS, one fresh process per N (e.g. 250 1000 4000)")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -375,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.smollm_only:
             for n in args.sizes or ([1000] if args.quick else [1000, 4000]):
-                r = run_size(n, work, small=max(1, n // 4) if args.quick or args.sizes else 1000)
+                r = run_size(n, work, small=max(1, n // 4) if args.quick or args.sizes else 1000,
+                             parity=not args.no_parity)
                 results.append(r)
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
         if args.smollm or args.smollm_only:

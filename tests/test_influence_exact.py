@@ -187,6 +187,23 @@ def test_reused_covariance_captures_give_the_factors_of_a_second_pass(tiny, monk
     assert kept.n_examples == again.n_examples == 48
 
 
+def test_fused_activation_is_the_same_function_and_is_restored(tiny) -> None:
+    from transformers.activations import NewGELUActivation
+
+    from engine.influence.hooks import fused_activations
+
+    _, _, setup, train, _ = tiny
+    model = setup.model
+    ids = torch.tensor([list(train[0].rows[0].input_ids)])
+    before = model(input_ids=ids).logits
+    n_gelu = sum(type(m) is NewGELUActivation for m in model.modules())
+    with fused_activations(model):
+        assert not any(type(m) is NewGELUActivation for m in model.modules())
+        fused = model(input_ids=ids).logits
+    assert n_gelu > 0 and sum(type(m) is NewGELUActivation for m in model.modules()) == n_gelu
+    assert torch.allclose(fused, before, rtol=0, atol=1e-5 * float(before.abs().max()))
+
+
 def test_non_finite_weights_name_the_layer_and_stage(tmp_path: Path) -> None:
     lm = load_model(make_gpt2(tmp_path / "gpt2", n_layer=1, n_embd=8))
     mods = select_modules(lm.model)

@@ -151,3 +151,26 @@ def frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
+
+
+@contextmanager
+def fused_activations(model: nn.Module) -> Iterator[None]:
+    """Run GPT-2's ``NewGELUActivation`` (six elementwise kernels, each saved for backward) as
+    the same tanh-GELU in one fused kernel (transformers' ``GELUTanh``), restoring it afterwards.
+
+    Same function to ~2e-7 (float32 rounding); forward plus backward 3.9x faster, which is ~15 %
+    of a pass over the bench's GPT-2 (measured: 34.4 vs 8.9 ms on [32, 128, 512]).
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    swapped = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) is NewGELUActivation:
+                swapped.append((parent, name, child))
+                setattr(parent, name, GELUTanh())
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)

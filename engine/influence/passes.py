@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from engine.errors import UserError
-from engine.influence.hooks import Capture, frozen
+from engine.influence.hooks import Capture, frozen, fused_activations
 from engine.influence.losses import Forward, Unit, forward, unit_batches
 
 
@@ -69,7 +69,7 @@ def run(
 
     A non-finite loss stops the pass with an error naming the first layer at fault.
     """
-    with frozen(setup.model), Capture(setup.modules) as cap:
+    with frozen(setup.model), fused_activations(setup.model), Capture(setup.modules) as cap:
         for idx in unit_batches(units, setup.batch_size):
             cap.clear()
             batch_units = [units[i] for i in idx]
