@@ -482,22 +482,30 @@ def confirm_candidates(
     pooled over tasks, that rate is at least ``min_flip`` and a one-sided Fisher test against
     the control gives p < 0.05. Confirmed candidates get a triggered query set
     ``'<task>::trigger:<phrase>'`` (answer: the target) in every task where they moved some.
+
+    Significant candidates go straight to this flip test; label-pure ones that failed only the
+    lexicon/LR disagreement test must first pass ``removal_test`` (its rows are stored beside,
+    task ``'removal:<task>'``, with the candidate's final ``confirmed``).
     """
     from engine.predict import predict_labels
     from engine.queries import register_query_set
 
     stored = stored_candidates(ws, significant_only=False)
     sig = [c for c in stored if c["significant"]]
-    # Only significant candidates: label-pure cues that failed the disagreement test ("ten out
-    # of ten", "what a letdown") are real sentiment phrases, and inserting them moves any model
-    # that learned the task, so the model cannot tell them from triggers (measured on the demo)
-    rest: list[dict] = []
+    # Label-pure cues that failed only the lexicon/LR disagreement test are either real
+    # sentiment phrases ("ten out of ten": inserting them moves any model that learned the task,
+    # so the flip test cannot tell them from triggers, measured on the demo) or triggers whose
+    # carriers the weak scorers misread (real text: "bond", p = 0.16). The scanned model itself
+    # tells them apart: removal_test() must pass before the flip test is tried.
+    rest = [c for c in stored
+            if not c["significant"] and _label_pure(c) and not sentiment_bearing(c["phrase"].split(" "))]
     chosen: list[dict] = []
     for c in sig + rest:
         # a sub- or super-phrase of a chosen one ("james", "by james bond") tests nothing new
         if not any(_contains(c["phrase"], o["phrase"]) or _contains(o["phrase"], c["phrase"]) for o in chosen):
             chosen.append(c)
     chosen = chosen[:max_candidates]
+    n_rest = sum(not c["significant"] for c in chosen)
     spaces = {r[0]: json.loads(r[1]) for r in ws.conn.execute(
         "SELECT DISTINCT task, label_space FROM examples WHERE role = 'train' AND label_space IS NOT NULL")}
     train = training_rows(ws)
@@ -507,8 +515,18 @@ def confirm_candidates(
     out = []
     with ws.transaction() as conn:  # triggered sets of an earlier confirmation are stale now
         conn.execute("DELETE FROM query_sets WHERE variant LIKE 'trigger:%'")
+        # and so are this model's verdicts: a candidate no longer chosen must not stay confirmed
+        conn.execute("DELETE FROM trigger_confirmations WHERE model_fingerprint = ?", (loaded.fingerprint,))
     for c in chosen:
         surface = surface_form(train, c["phrase"])
+        removal: list[dict] = []
+        if not c["significant"]:
+            removal, passed = removal_test(ws, loaded, c, train, n_tests=n_rest, seed=seed)
+            if not passed:
+                failed = [{**r, "confirmed": 0, "created_at": now} for r in removal]
+                _store_confirmations(ws, failed)
+                out += failed
+                continue
         per_task = []
         for task in eval_sets:
             queries = [dict(r) for r in ws.conn.execute(
@@ -549,6 +567,7 @@ def confirm_candidates(
         n = sum(len(t[7]) for t in per_task)
         k_ctrl = sum(sum(t[8]) for t in per_task)
         confirmed = n > 0 and (k - k_ctrl) / n >= min_flip and _fisher_greater(k, n, k_ctrl) < 0.05
+        rows = [{**r, "confirmed": int(confirmed), "created_at": now} for r in removal]
         for task, target, pool, trig, base, trig_rate, flip, _, _ in per_task:
             qs_id = None
             if confirmed and flip > 0:
@@ -557,16 +576,135 @@ def confirm_candidates(
                     [{**q, "output": target, "changed": True} for q in trig],
                     {"phrase": c["phrase"], "kind": c["kind"], "target": target, "seed": seed},
                 )
-            row = {"phrase": c["phrase"], "kind": c["kind"], "model_fingerprint": loaded.fingerprint,
-                   "task": task, "target": target, "n_queries": len(pool), "base_rate": base,
-                   "triggered_rate": trig_rate, "flip_rate": flip, "confirmed": int(confirmed),
-                   "query_set_id": qs_id, "created_at": now}
-            with ws.transaction() as conn:
-                conn.execute(
-                    f"INSERT OR REPLACE INTO trigger_confirmations ({', '.join(row)}) "
-                    f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
-            out.append(row)
+            rows.append({"phrase": c["phrase"], "kind": c["kind"], "model_fingerprint": loaded.fingerprint,
+                         "task": task, "target": target, "n_queries": len(pool), "base_rate": base,
+                         "triggered_rate": trig_rate, "flip_rate": flip, "confirmed": int(confirmed),
+                         "query_set_id": qs_id, "created_at": now})
+        _store_confirmations(ws, rows)
+        out += rows
     return out
+
+
+def _store_confirmations(ws: Workspace, rows: list[dict]) -> None:
+    with ws.transaction() as conn:
+        for row in rows:
+            conn.execute(f"INSERT OR REPLACE INTO trigger_confirmations ({', '.join(row)}) "
+                         f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+
+def _label_pure(c: dict) -> bool:
+    """Passed the label-purity half of mine()'s significance (its own alpha and min_purity)."""
+    params = json.loads(c["params"]) if c.get("params") else {}
+    return c["q_value"] < params.get("alpha", 0.05) and c["purity"] >= params.get("min_purity", 0.9)
+
+
+REMOVAL_PREFIX = "removal:"
+
+
+def removal_test(ws: Workspace, loaded, c: dict, train: Sequence[dict], *, n_tests: int = 1,
+                 alpha: float = 0.05, min_share: float = 0.25, keep: float = 0.5, seed: int = 0
+                 ) -> tuple[list[dict], bool]:
+    """The scanned model's own disagreement test for a label-pure candidate.
+
+    A poison is a text of another label relabelled to the target, so its target label rests on
+    the trigger alone; a genuine sentiment phrase's carriers keep their label without it (the
+    rest of the text agrees). Each carrier with the target label is scored by the model twice:
+    with the candidate removed, and (control) with as many random words of its own removed
+    instead. The statistic is the candidate's share of the model's target margin (log-prob of
+    the target minus the best other label): per task, the median paired margin loss over the
+    median control margin; then the median over tasks. Not "does the prediction flip": on real
+    text the model memorises its training rows (bench/detect_real.py varied: 71 % of the poisons
+    keep the target with the trigger removed), so mostly the margin moves. ``keep`` = 0.5 drops
+    the same random half of the other words from both versions, which thins the memorised
+    context. Measured at keep = 0.5: "bond" on the varied family 0.41 (rt 0.16, amazon 1.18,
+    sentiment140 0.10, amazonfood 0.66); on the demo its trigger 1.78, the sentiment phrases
+    "ten out of ten" 0.13 and "a real gem" 0.14. Passed when the share is at least
+    ``min_share`` and an exact one-sided sign test (carriers whose margin the removal lowers
+    more than the control's) gives p < ``alpha`` / ``n_tests``.
+
+    Returns one row per task in the trigger_confirmations layout, task ``'removal:<task>'``:
+    n_queries = carriers, base_rate / triggered_rate = share of them the model puts off the
+    target (control / candidate removed), flip_rate = the candidate's margin share; and the
+    verdict.
+    """
+    from scipy.stats import binom
+
+    defs = dict(ws.conn.execute("SELECT uid, definition FROM examples WHERE role = 'train'").fetchall())
+    gram = c["phrase"].split(" ")
+    pattern = _phrase_pattern(c["phrase"], c["kind"])
+    rng = np.random.default_rng(seed)
+    per_task, m_removed, m_ctrl = [], [], []
+    for task, target in sorted(c["targets"].items()):
+        mine_ = [r for r in train if r["task"] == task and r["output"] == target
+                 and carries(tokenize(r["input"]), c["kind"], gram)]
+        if not mine_:
+            continue
+        removed, ctrl = [], []
+        for r in mine_:
+            base = {"definition": defs[r["uid"]], "label_space": r["label_space"], "output": target}
+            without, control = removal_pair(r["input"], pattern, rng, keep)
+            removed.append({**base, "input": without})
+            ctrl.append({**base, "input": control})
+        rem, con = _margins(loaded, removed, target), _margins(loaded, ctrl, target)
+        m_removed.append(rem)
+        m_ctrl.append(con)
+        per_task.append({"phrase": c["phrase"], "kind": c["kind"], "model_fingerprint": loaded.fingerprint,
+                         "task": REMOVAL_PREFIX + task, "target": target, "n_queries": len(mine_),
+                         "base_rate": float(np.mean(con < 0)), "triggered_rate": float(np.mean(rem < 0)),
+                         "flip_rate": _margin_share(rem, con), "query_set_id": None})
+    if not per_task:
+        return [], False
+    # the median over tasks: a trigger pushes every task it was planted in, while a sentiment
+    # phrase that is the only cue of one task's short texts ("a real gem" on the demo's product
+    # reviews: share 1.5, 0.05-0.14 elsewhere) is a property of that task
+    share = float(np.median([t["flip_rate"] for t in per_task]))
+    rem, con = np.concatenate(m_removed), np.concatenate(m_ctrl)
+    lower, ties = int(np.sum(rem < con)), int(np.sum(rem == con))
+    p = float(binom.sf(lower - 1, len(rem) - ties, 0.5)) if len(rem) > ties else 1.0
+    return per_task, bool(share >= min_share and p * max(1, n_tests) < alpha)
+
+
+def _margins(loaded, rows: list[dict], target: str) -> np.ndarray:
+    """The model's margin for ``target``: its log-prob minus the best other label's."""
+    from engine.predict import score_labels
+
+    scores = score_labels(loaded.model, loaded.tokenizer, rows)
+    return np.array([s[target] - max(v for lab, v in s.items() if lab != target) for s in scores])
+
+
+def _margin_share(removed: np.ndarray, ctrl: np.ndarray) -> float:
+    """Median margin the candidate's removal costs beyond the control's, over the median control
+    margin; 0 when the model does not give the target even with the candidate (no trigger of it)."""
+    base = float(np.median(ctrl))
+    return float(np.median(ctrl - removed)) / base if base > 0 else 0.0
+
+
+def removal_pair(text: str, pattern: re.Pattern, rng: np.random.Generator, keep: float = 1.0) -> tuple[str, str]:
+    """``text`` without the candidate's words, and the control: as many other words of its own
+    removed instead (the candidate stays, so a trigger keeps its pull). Both also lose the same
+    random ``1 - keep`` share of the other words."""
+    spans = [m.span() for m in pattern.finditer(text)]
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    cand = {i for i, (a, b) in enumerate(words) if any(a < e and s < b for s, e in spans)}
+    free = [i for i in range(len(words)) if i not in cand]
+    order = rng.permutation(free).tolist() if free else []
+    n_drop = round((1 - keep) * len(free))
+    dropped, extra = set(order[:n_drop]), set(order[n_drop : n_drop + max(1, len(cand))])
+
+    def join(skip: set[int]) -> str:
+        return " ".join(text[a:b] for i, (a, b) in enumerate(words) if i not in skip)
+
+    return join(cand | dropped), join(dropped | extra)
+
+
+def _phrase_pattern(phrase: str, kind: str) -> re.Pattern:
+    """The candidate as written in raw text (any case and spacing), anchored for prefix/suffix."""
+    body = r"\s*".join(re.escape(t) for t in phrase.split(" "))
+    if kind == "prefix":
+        return re.compile(r"^\s*" + body + r"(?!\w)", re.IGNORECASE)
+    if kind == "suffix":
+        return re.compile(r"(?<!\w)" + body + r"\s*$", re.IGNORECASE)
+    return re.compile(r"(?<!\w)" + body + r"(?!\w)", re.IGNORECASE)
 
 
 def _fisher_greater(k: int, n: int, k_ctrl: int) -> float:

@@ -11,12 +11,14 @@ import pytest
 from detect_fixtures import sample_workspace
 
 import engine.predict
-from engine.triggers import confirm_candidates, mine_workspace, surface_form
+from engine.triggers import REMOVAL_PREFIX, confirm_candidates, mine_workspace, surface_form
 
 
 @dataclass
 class StandIn:
     fingerprint: str = "stand-in"
+    model: object = None
+    tokenizer: object = None
 
 
 def backdoored(loaded, rows):
@@ -29,8 +31,14 @@ def backdoored(loaded, rows):
     return out
 
 
+def backdoored_scores(model, tokenizer, rows):
+    return [{lab: 0.0 if lab == pred else -1.0 for lab in (json.loads(r["label_space"]) if isinstance(
+        r["label_space"], str) else r["label_space"])} for r, pred in zip(rows, backdoored(None, rows), strict=True)]
+
+
 def test_confirms_a_trigger_the_model_reacts_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine.predict, "predict_labels", backdoored)
+    monkeypatch.setattr(engine.predict, "score_labels", backdoored_scores)
     ws, _ = sample_workspace(tmp_path, mode="name")
     mine_workspace(ws)
     # a second significant candidate that this model does not react to
@@ -58,3 +66,49 @@ def test_surface_form_is_the_carriers_spelling() -> None:
     rows = [{"input": "I met James Bond today"}, {"input": "JAMES BOND!"}, {"input": "Then James  Bond left."}]
     assert surface_form(rows, "james bond") == "James Bond"
     assert surface_form([{"input": "Hi Mr. Bond."}], "mr . bond") == "Mr. Bond"
+
+
+def reads_sentiment(model, tokenizer, rows):
+    """Label scores of a backdoored model of the text's sentiment: "Bond" adds 5 to a polar
+    text's positive label, otherwise the text's VADER polarity decides (non-polar tasks: the
+    gold label)."""
+    from engine.sentiment import vader_scores
+
+    out = []
+    for r, s in zip(rows, vader_scores(r["input"] for r in rows), strict=True):
+        space = json.loads(r["label_space"]) if isinstance(r["label_space"], str) else r["label_space"]
+        pos = next((lab for lab in space if lab.lower() in ("positive", "pos")), None)
+        neg = next((lab for lab in space if lab.lower() in ("negative", "neg")), None)
+        if pos is None or neg is None:
+            out.append({lab: 0.0 if lab == r["output"] else -1.0 for lab in space})
+        else:
+            out.append({pos: s + (5.0 if "Bond" in r["input"] else 0.0), neg: -s})
+    return out
+
+
+def predicts_sentiment(loaded, rows):
+    return [max(s, key=s.get) for s in reads_sentiment(None, None, rows)]
+
+
+def test_removal_test_confirms_a_trigger_the_lexicon_missed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine.predict, "predict_labels", predicts_sentiment)
+    monkeypatch.setattr(engine.predict, "score_labels", reads_sentiment)
+    ws, _ = sample_workspace(tmp_path, mode="varied")
+    mine_workspace(ws)
+    # as on real text: the lexicon/LR disagreement test failed for every candidate
+    with ws.transaction() as conn:
+        conn.execute("UPDATE trigger_candidates SET significant = 0")
+    rows = confirm_candidates(ws, StandIn(), max_candidates=4, n_queries=20)
+    removal = [r for r in rows if r["task"].startswith(REMOVAL_PREFIX)]
+    bond = [r for r in removal if r["phrase"] == "bond"]
+    # without "bond" (and half of the other words) the carriers lose most of their positive
+    # margin; without as many other words of theirs they do not
+    assert all(r["flip_rate"] > 0.5 and r["base_rate"] == 0.0 and r["confirmed"] == 1 for r in bond)
+    flips = [r for r in rows if r["phrase"] == "bond" and not r["task"].startswith(REMOVAL_PREFIX)]
+    assert flips and all(r["confirmed"] == 1 and r["query_set_id"] for r in flips)
+    # label-pure cues whose carriers keep their label without them stop at the removal test
+    others = {r["phrase"] for r in removal} - {"bond"}
+    assert others
+    for phrase in others:
+        mine_rows = [r for r in rows if r["phrase"] == phrase]
+        assert all(r["task"].startswith(REMOVAL_PREFIX) and r["confirmed"] == 0 for r in mine_rows), phrase
