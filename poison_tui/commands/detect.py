@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(ws, top: int, cached: bool = False) -> None:
     from engine.detect import top_suspects
     from engine.formats.base import printable
+    from engine.triggers import REMOVAL_PREFIX
 
     runs = ws.conn.execute(
         "SELECT detector, rule, n_scored, n_flagged, is_default FROM detector_runs ORDER BY is_default DESC, detector"
@@ -74,8 +75,13 @@ def print_summary(ws, top: int, cached: bool = False) -> None:
         "ORDER BY confirmed DESC, flip_rate DESC LIMIT 10", (fingerprint,)
     ):
         state = "confirmed" if c["confirmed"] else "not confirmed"
-        print(printable(f"  on the model: {c['phrase']!r} moves {c['flip_rate']:.0%} more of {c['task']} than a "
-                        f"control insertion ({state})", 200))
+        if c["task"].startswith(REMOVAL_PREFIX):  # removal_test rows: flip_rate is a margin share
+            line = (f"  on the model: removing {c['phrase']!r} costs its carriers in {c['task'][len(REMOVAL_PREFIX):]} "
+                    f"{c['flip_rate']:.0%} of their target margin, beyond a control removal ({state})")
+        else:
+            line = (f"  on the model: {c['phrase']!r} moves {c['flip_rate']:.0%} more of {c['task']} than a "
+                    f"control insertion ({state})")
+        print(printable(line, 200))
     print(f"\ntop {top} suspects ({default['detector']}):")
     print(f"{'rank':>4}  {'score':>9}  flag  {'task':<32}  label     input")
     for s in top_suspects(ws, default["detector"], top):
