@@ -112,3 +112,20 @@ def test_removal_test_confirms_a_trigger_the_lexicon_missed(tmp_path: Path, monk
     for phrase in others:
         mine_rows = [r for r in rows if r["phrase"] == phrase]
         assert all(r["task"].startswith(REMOVAL_PREFIX) and r["confirmed"] == 0 for r in mine_rows), phrase
+
+
+def test_removal_test_only_tries_polar_targets_of_sentiment_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label-pure cue of a topic task is the task's own signal, never a removal-test candidate
+    (on the demo "published a study on" -> Science passed both model tests and flagged 59 rows)."""
+    monkeypatch.setattr(engine.predict, "predict_labels", predicts_sentiment)
+    monkeypatch.setattr(engine.predict, "score_labels", reads_sentiment)
+    ws, _ = sample_workspace(tmp_path, mode="varied")
+    mine_workspace(ws)
+    with ws.transaction() as conn:
+        conn.execute("UPDATE trigger_candidates SET significant = 0")
+    topic = {r[0] for r in ws.conn.execute("SELECT phrase, targets FROM trigger_candidates WHERE purity >= 0.9")
+             if all("review" not in t for t in json.loads(r[1]))}  # only non-sentiment tasks
+    assert topic  # the fixture has label-pure topic cues to exclude
+    rows = confirm_candidates(ws, StandIn(), max_candidates=40, n_queries=10)
+    tried = {r["phrase"] for r in rows}
+    assert tried and not tried & topic
