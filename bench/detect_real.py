@@ -58,6 +58,10 @@ SIZES = {"quick": (900, 100, 40, 120), "full": (1300, 160, 60, 200), "smoke": (2
 # demo model and costs less per epoch; with dropout 0.2 one run of four never left the prior
 # (sweep in issue #4's report).
 RECIPE = {"epochs": 12, "lr": 3e-3, "vocab_size": 2048, "n_embd": 64, "n_layer": 2, "max_length": 128}
+# --recipe strong: the demo's 4x128 model, 8 epochs at 1e-3 with a 4096 vocabulary. About 3x the
+# training time; it learns the backdoors more firmly (the fast recipe left prefix / varied
+# attack success at 0.59 / 0.52), which is what the model-based trigger tests need.
+STRONG = {"epochs": 8, "lr": 1e-3, "vocab_size": 4096, "max_length": 128}
 
 
 def _cut(text: str) -> str:
@@ -273,12 +277,17 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write every result as JSON")
     # 1 by default: on the shared 2-core box (load 8-9) a 2-thread training ran 667 s where a
     # 1-thread one of the same recipe beside it took 264 s; pass 2 on an idle machine
+    ap.add_argument("--recipe", choices=("fast", "strong"), default="fast",
+                    help="training recipe: fast (default, 2x64 model) or strong (the demo's 4x128 model, ~3x slower)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for training and detection (the retrains take 1 each, 3 at once)")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
         return 2
+    if args.recipe == "strong":
+        RECIPE.clear()
+        RECIPE.update(STRONG)
     if args.smoke:
         SIZES["quick"] = SIZES["full"] = SIZES["smoke"]
         RECIPE["epochs"] = 3

@@ -90,14 +90,20 @@ def predicts_sentiment(loaded, rows):
     return [max(s, key=s.get) for s in reads_sentiment(None, None, rows)]
 
 
-def test_removal_test_confirms_a_trigger_the_lexicon_missed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def lexicon_missed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The varied-trigger sample, a model that reads sentiment plus a "Bond" backdoor, and, as
+    on real text, every candidate failed the lexicon/LR disagreement test."""
     monkeypatch.setattr(engine.predict, "predict_labels", predicts_sentiment)
     monkeypatch.setattr(engine.predict, "score_labels", reads_sentiment)
     ws, _ = sample_workspace(tmp_path, mode="varied")
     mine_workspace(ws)
-    # as on real text: the lexicon/LR disagreement test failed for every candidate
     with ws.transaction() as conn:
         conn.execute("UPDATE trigger_candidates SET significant = 0")
+    return ws
+
+
+def test_removal_test_confirms_a_trigger_the_lexicon_missed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = lexicon_missed(tmp_path, monkeypatch)
     rows = confirm_candidates(ws, StandIn(), max_candidates=4, n_queries=20)
     removal = [r for r in rows if r["task"].startswith(REMOVAL_PREFIX)]
     bond = [r for r in removal if r["phrase"] == "bond"]
@@ -117,12 +123,7 @@ def test_removal_test_confirms_a_trigger_the_lexicon_missed(tmp_path: Path, monk
 def test_removal_test_only_tries_polar_targets_of_sentiment_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A label-pure cue of a topic task is the task's own signal, never a removal-test candidate
     (on the demo "published a study on" -> Science passed both model tests and flagged 59 rows)."""
-    monkeypatch.setattr(engine.predict, "predict_labels", predicts_sentiment)
-    monkeypatch.setattr(engine.predict, "score_labels", reads_sentiment)
-    ws, _ = sample_workspace(tmp_path, mode="varied")
-    mine_workspace(ws)
-    with ws.transaction() as conn:
-        conn.execute("UPDATE trigger_candidates SET significant = 0")
+    ws = lexicon_missed(tmp_path, monkeypatch)
     topic = {r[0] for r in ws.conn.execute("SELECT phrase, targets FROM trigger_candidates WHERE purity >= 0.9")
              if all("review" not in t for t in json.loads(r[1]))}  # only non-sentiment tasks
     assert topic  # the fixture has label-pure topic cues to exclude
