@@ -231,10 +231,12 @@ def verify_removal(
         loaded = load_model(Path(poisoned_dir), device="cpu")
         reports["poisoned"] = {"clean_acc": clean_accuracy(loaded, evals), "asr": attack_success_rate(loaded, attack),
                                "seconds": time.monotonic() - t0, "reused": True}
-    # one training per distinct removal set: a flagged set equal to the truth trains once
+    # one training per distinct removal set: a flagged set equal to the truth trains once, and
+    # an empty one (nothing flagged) is the measured poisoned model
+    known = {(): reports["poisoned"]} if "poisoned" in reports else {}
     todo: dict[tuple[str, ...], str] = {}
     for name, remove in arms.items():
-        if name not in reports:
+        if name not in reports and tuple(sorted(remove)) not in known:
             todo.setdefault(tuple(sorted(remove)), name)
 
     def as_dict(rep) -> dict:
@@ -257,6 +259,7 @@ def verify_removal(
     else:
         done = {key: as_dict(retrain_check(train, list(key), evals, attack, Path(out_dir) / name, config=config,
                                            progress=progress or no_progress)) for key, name in todo.items()}
+    done.update(known)
     for name, remove in arms.items():
         reports.setdefault(name, done.get(tuple(sorted(remove)), {}))
     return {name: {"removed": len(remove), "poisons_removed": len(set(remove) & set(truth)), **reports[name]}

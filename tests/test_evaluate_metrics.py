@@ -88,6 +88,43 @@ def test_evaluate_command_rejects_foreign_truth(tmp_path: Path, capsys: pytest.C
     assert "matches no training example" in capsys.readouterr().err
 
 
+def test_verify_removal_trains_each_distinct_removal_set_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audited model is the poisoned arm (and any arm that removes nothing); a flagged set
+    equal to the truth trains once. Training itself is stubbed: this checks the bookkeeping."""
+    import engine.models
+    import engine.predict
+    from engine.detect import run_detectors
+    from engine.evaluate import verify_removal
+    from engine.triggers import mine_workspace
+
+    ws, data = sample_workspace(tmp_path, mode="name")
+    mine_workspace(ws)
+    run_detectors(ws)
+    trained: list[int] = []
+
+    def fake_retrain(train, remove, evals, attack, out_dir, **kw):
+        trained.append(len(remove))
+        return engine.predict.RetrainReport(len(train) - len(remove), len(remove), 0.9, 0.1 * len(trained),
+                                            Path(out_dir), 1.0, False)
+
+    monkeypatch.setattr(engine.predict, "retrain_check", fake_retrain)
+    monkeypatch.setattr(engine.models, "load_model", lambda *a, **k: None)
+    monkeypatch.setattr(engine.predict, "clean_accuracy", lambda *a: 0.95)
+    monkeypatch.setattr(engine.predict, "attack_success_rate", lambda *a: 0.99)
+    truth = load_truth(data / "truth.jsonl")
+    table = verify_removal(ws, truth, [], tmp_path / "vr", poisoned_dir=tmp_path / "model")
+    assert sorted(trained) == [45, 45]  # tool = truth once, random once; poisoned measured, not trained
+    assert table["tool"] == {**table["truth"], "poisons_removed": 45}
+    assert table["poisoned"]["asr"] == 0.99 and table["random"]["poisons_removed"] < 45
+
+    trained.clear()
+    with ws.transaction() as conn:  # nothing flagged: tool and random arms are the poisoned model
+        conn.execute("UPDATE detector_scores SET flagged = 0")
+    table = verify_removal(ws, truth, [], tmp_path / "vr2", poisoned_dir=tmp_path / "model")
+    assert trained == [45]  # only the truth arm trains
+    assert table["tool"]["asr"] == table["random"]["asr"] == table["poisoned"]["asr"] == 0.99
+
+
 def test_markdown_marks_missing_values() -> None:
     row = {"detector": "x", "default": False, "scored": 0, "flagged": 0, "n": 3, "poisons": 0,
            **{k: float("nan") for k in ("auroc", "auprc")},
