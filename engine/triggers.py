@@ -502,9 +502,11 @@ def confirm_candidates(
     # the task's own cues ("published a study on" -> Science), and on the demo two of them
     # passed both model tests (0.36 / 0.38 margin share, 0.30 / 0.25 flips) and flagged 59 rows.
     train = training_rows(ws)
+    spaces = {r[0]: json.loads(r[1]) for r in ws.conn.execute(
+        "SELECT DISTINCT task, label_space FROM examples WHERE role = 'train' AND label_space IS NOT NULL")}
     rest = [c for c in stored
             if not c["significant"] and _label_pure(c) and not sentiment_bearing(c["phrase"].split(" "))
-            and _polar_targets(c, train)]
+            and _polar_targets(c, spaces)]
     chosen: list[dict] = []
     for c in sig + rest:
         # a sub- or super-phrase of a chosen one ("james", "by james bond") tests nothing new
@@ -512,8 +514,6 @@ def confirm_candidates(
             chosen.append(c)
     chosen = chosen[:max_candidates]
     n_rest = sum(not c["significant"] for c in chosen)
-    spaces = {r[0]: json.loads(r[1]) for r in ws.conn.execute(
-        "SELECT DISTINCT task, label_space FROM examples WHERE role = 'train' AND label_space IS NOT NULL")}
     eval_sets = [r[0] for r in ws.conn.execute(
         "SELECT task FROM query_sets WHERE variant = 'original' ORDER BY task")]
     now = utc_now()
@@ -526,7 +526,7 @@ def confirm_candidates(
         surface = surface_form(train, c["phrase"])
         removal: list[dict] = []
         if not c["significant"]:
-            removal, passed = removal_test(ws, loaded, c, train, n_tests=n_rest, seed=seed)
+            removal, passed = removal_test(ws, loaded, c, train, spaces, n_tests=n_rest, seed=seed)
             if not passed:
                 failed = [{**r, "confirmed": 0, "created_at": now} for r in removal]
                 _store_confirmations(ws, failed)
@@ -597,9 +597,9 @@ def _store_confirmations(ws: Workspace, rows: list[dict]) -> None:
                          f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
 
-def _polar_targets(c: dict, train: Sequence[dict]) -> dict[str, str]:
-    """The candidate's targets that are a polar label of a sentiment task."""
-    spaces = {r["task"]: r["label_space"] for r in train if r.get("label_space")}
+def _polar_targets(c: dict, spaces: dict[str, list[str]]) -> dict[str, str]:
+    """The candidate's targets that are a polar label of a sentiment task (``spaces``: task ->
+    label space)."""
     return {t: lab for t, lab in c["targets"].items()
             if t in spaces and is_sentiment_task(spaces[t]) and label_polarity(lab, spaces[t])}
 
@@ -613,9 +613,9 @@ def _label_pure(c: dict) -> bool:
 REMOVAL_PREFIX = "removal:"
 
 
-def removal_test(ws: Workspace, loaded, c: dict, train: Sequence[dict], *, n_tests: int = 1,
-                 alpha: float = 0.05, min_share: float = 0.25, keep: float = 0.5, seed: int = 0
-                 ) -> tuple[list[dict], bool]:
+def removal_test(ws: Workspace, loaded, c: dict, train: Sequence[dict], spaces: dict[str, list[str]], *,
+                 n_tests: int = 1, alpha: float = 0.05, min_share: float = 0.25, keep: float = 0.5,
+                 seed: int = 0) -> tuple[list[dict], bool]:
     """The scanned model's own disagreement test for a label-pure candidate.
 
     A poison is a text of another label relabelled to the target, so its target label rests on
@@ -646,7 +646,7 @@ def removal_test(ws: Workspace, loaded, c: dict, train: Sequence[dict], *, n_tes
     pattern = _phrase_pattern(c["phrase"], c["kind"])
     rng = np.random.default_rng(seed)
     per_task, m_removed, m_ctrl = [], [], []
-    for task, target in sorted(_polar_targets(c, train).items()):
+    for task, target in sorted(_polar_targets(c, spaces).items()):
         mine_ = [r for r in train if r["task"] == task and r["output"] == target
                  and carries(tokenize(r["input"]), c["kind"], gram)]
         if not mine_:
@@ -735,8 +735,7 @@ def _contains(a: str, b: str) -> bool:
 def surface_form(rows: Iterable[dict], phrase: str) -> str:
     """How the carriers actually write ``phrase`` (case and spacing), the most common form:
     the model saw "James Bond", not the miner's "james bond"."""
-    pattern = re.compile(
-        r"(?<!\w)" + r"\s*".join(re.escape(t) for t in phrase.split(" ")) + r"(?!\w)", re.IGNORECASE)
+    pattern = _phrase_pattern(phrase, "ngram")
     forms: Counter = Counter()
     for r in rows:
         forms.update(m.group(0) for m in pattern.finditer(r["input"]))
