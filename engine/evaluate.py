@@ -233,11 +233,12 @@ def verify_removal(
                                "seconds": time.monotonic() - t0, "reused": True}
     # one training per distinct removal set: a flagged set equal to the truth trains once, and
     # an empty one (nothing flagged) is the measured poisoned model
+    key = {name: tuple(sorted(remove)) for name, remove in arms.items()}
     known = {(): reports["poisoned"]} if "poisoned" in reports else {}
     todo: dict[tuple[str, ...], str] = {}
-    for name, remove in arms.items():
-        if name not in reports and tuple(sorted(remove)) not in known:
-            todo.setdefault(tuple(sorted(remove)), name)
+    for name in arms:
+        if name not in reports and key[name] not in known:
+            todo.setdefault(key[name], name)
 
     def as_dict(rep) -> dict:
         return {"asr": rep.attack_success_rate, "clean_acc": rep.clean_accuracy, "seconds": rep.seconds,
@@ -253,15 +254,15 @@ def verify_removal(
         # spawn, not fork: a forked child inherits torch's thread pool state and can hang
         cfg = dataclasses.replace(config or TrainConfig(), threads=(config and config.threads) or 1)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {key: pool.submit(retrain_check, train, list(key), evals, attack, Path(out_dir) / name,
-                                        config=cfg) for key, name in todo.items()}
-            done = {key: as_dict(f.result()) for key, f in futures.items()}
+            futures = {k: pool.submit(retrain_check, train, list(k), evals, attack, Path(out_dir) / name,
+                                      config=cfg) for k, name in todo.items()}
+            done = {k: as_dict(f.result()) for k, f in futures.items()}
     else:
-        done = {key: as_dict(retrain_check(train, list(key), evals, attack, Path(out_dir) / name, config=config,
-                                           progress=progress or no_progress)) for key, name in todo.items()}
+        done = {k: as_dict(retrain_check(train, list(k), evals, attack, Path(out_dir) / name, config=config,
+                                         progress=progress or no_progress)) for k, name in todo.items()}
     done.update(known)
-    for name, remove in arms.items():
-        reports.setdefault(name, done.get(tuple(sorted(remove)), {}))
+    for name in arms:
+        reports.setdefault(name, done[key[name]])
     return {name: {"removed": len(remove), "poisons_removed": len(set(remove) & set(truth)), **reports[name]}
             for name, remove in arms.items()}
 
