@@ -275,8 +275,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None, help="also write every result as JSON")
-    # 1 by default: on the shared 2-core box (load 8-9) a 2-thread training ran 667 s where a
-    # 1-thread one of the same recipe beside it took 264 s; pass 2 on an idle machine
+    # 1 by default: on the shared, loaded 2-core box a 2-thread training ran several times slower
+    # than 1-thread ones of the same recipe (a helper's sweep, not re-measured); try 2 when idle
     ap.add_argument("--recipe", choices=("fast", "strong"), default="fast",
                     help="training recipe: fast (default, 2x64 model) or strong (the demo's 4x128 model, ~3x slower)")
     ap.add_argument("--threads", type=int, default=1,

@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
             n = args.memory_child
             model_dir = make_model(work / "m")
-            time_epoch(model_dir, train_rows(n)[:1000])  # the same briefly trained model at every N
+            time_epoch(model_dir, train_rows(1000))  # the same briefly trained model at every N
             _, mem = time_scan(make_workspace(work / "ws.poison", train_rows(n), query_sets()), model_dir,
                                ScanSettings(batch_size=BATCH))
             print(json.dumps({"n": n, "start_mb": round(mem.base / 2**20, 1), "peak_mb": round(mem.peak / 2**20, 1)}))
